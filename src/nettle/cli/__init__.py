@@ -1,0 +1,60 @@
+"""The `nettle` command line: one module per verb, each thin (parse, call the library, print).
+
+Each verb module defines `add_parser(subparsers)` and a `run(args) -> int` it sets as the
+parser's default `func`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from nettle import __version__
+from nettle.config import ConfigError
+from nettle.registry import UnknownNameError
+
+__all__ = ["build_parser", "main"]
+
+# verb modules, imported lazily so that `nettle --help` stays fast
+_VERBS = ["count", "train", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every verb's subparser."""
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="nettle",
+        description="Measure, compress, attack, inspect and train deep networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"nettle {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in _VERBS:
+        importlib.import_module(f"nettle.cli.{verb}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `nettle` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as exc:
+        # errors of the user's input: one line, no traceback
+        print(f"nettle {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nettle {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure `nn.Module` building blocks (no training logic): substitutes, logic units, Bayesian."""
