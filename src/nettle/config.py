@@ -100,7 +100,9 @@ class ScheduleConfig(_Strict):
     gamma: float = Field(0.2, gt=0, description="step: factor at each milestone")
     warmup_epochs: float = Field(0.0, ge=0)
     min_lr: float = Field(0.0, ge=0, description="cosine/clr: the lowest learning rate")
-    max_lr: float | None = Field(None, gt=0, description="clr/onecycle: the peak (default optim.lr)")
+    max_lr: float | None = Field(
+        None, gt=0, description="clr/onecycle: the peak (default optim.lr)"
+    )
     cycles: int = Field(1, ge=1, description="clr: number of triangles before annihilation")
     annihilation: float = Field(0.1, ge=0, lt=1, description="clr: final fraction of training")
     pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: fraction spent rising")

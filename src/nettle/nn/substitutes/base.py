@@ -96,6 +96,4 @@ def dense_conv(
     """The dense reference: a plain `nn.Conv2d` (no setting)."""
     if setting is not None:
         raise ValueError(f"substitute 'Conv' takes no setting, got {setting}")
-    return nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias
-    )
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias)
