@@ -1,0 +1,176 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nettle.compress.bayes import (
+    apply_compression,
+    compress_bayesian,
+    format_compression,
+    group_masks,
+    significand_bits,
+)
+from nettle.nn.bayesian import Conv2dGroupNJ, LinearGroupNJ, bayesian_kl, clip_variances
+
+
+def _set(layer, z_logvar=None, **values):
+    with torch.no_grad():
+        for name, v in values.items():
+            getattr(layer, name).fill_(v)
+        if z_logvar is not None:
+            layer.z_logvar.copy_(torch.as_tensor(z_logvar, dtype=layer.z_logvar.dtype))
+
+
+def test_linear_eval_is_the_mean_and_matches_deterministic():
+    torch.manual_seed(0)
+    layer = LinearGroupNJ(5, 3).eval()
+    x = torch.randn(4, 5)
+    expected = F.linear(x * layer.z_mu, layer.weight_mu, layer.bias_mu)
+    torch.testing.assert_close(layer(x), expected)
+    layer.deterministic = True
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_conv_eval_matches_deterministic():
+    torch.manual_seed(0)
+    layer = Conv2dGroupNJ(2, 3, 3, stride=2, padding=1).eval()
+    x = torch.randn(2, 2, 7, 7)
+    mean = layer(x)
+    layer.deterministic = True
+    torch.testing.assert_close(layer(x), mean)
+    assert mean.shape == nn.Conv2d(2, 3, 3, stride=2, padding=1)(x).shape
+
+
+def test_deterministic_refuses_training_mode():
+    layer = LinearGroupNJ(2, 2)
+    layer.deterministic = True
+    with pytest.raises(RuntimeError, match="inference"):
+        layer(torch.randn(1, 2))
+
+
+def test_training_samples_around_the_mean():
+    torch.manual_seed(0)
+    layer = LinearGroupNJ(4, 2)
+    _set(layer, z_logvar=[-2.0] * 4, weight_logvar=-4.0, bias_logvar=-4.0)
+    x = torch.randn(1, 4).expand(20000, 4)
+    samples = layer.train()(x)
+    mean = layer.eval()(x[:1])
+    torch.testing.assert_close(samples.mean(0, keepdim=True), mean, atol=0.03, rtol=0.0)
+    assert samples.std(0).min() > 0.01
+
+
+def test_kl_matches_hand_computation():
+    layer = LinearGroupNJ(2, 1)
+    _set(layer, z_mu=1.0, z_logvar=[-1.0, -1.0], weight_mu=0.5, weight_logvar=-2.0)
+    _set(layer, bias_mu=0.0, bias_logvar=0.0)
+    k1, k2, k3 = 0.63576, 1.87320, 1.48695
+    la = -1.0 - math.log(1.0 + 1e-8)
+    kl_z = -2 * (k1 / (1 + math.exp(-(k2 + k3 * la))) - 0.5 * math.log1p(math.exp(-la)) - k1)
+    kl_w = 2 * (0.5 * (math.exp(-2.0) + 0.25 - 1.0) + 1.0)
+    kl_b = 0.0
+    assert layer.kl_divergence().item() == pytest.approx(kl_z + kl_w + kl_b, rel=1e-5)
+    model = nn.Sequential(layer, nn.ReLU(), LinearGroupNJ(1, 1))
+    total = layer.kl_divergence() + model[2].kl_divergence()
+    assert bayesian_kl(model).item() == pytest.approx(total.item())
+    assert bayesian_kl(nn.Linear(2, 2)).item() == 0.0
+
+
+def test_weight_kl_equals_torch_distributions():
+    torch.manual_seed(1)
+    layer = Conv2dGroupNJ(2, 2, 3)
+    _set(layer, z_mu=1.0)
+    with torch.no_grad():
+        layer.z_logvar.fill_(-30.0)  # makes the group term's dependence negligible
+    q = torch.distributions.Normal(layer.weight_mu, (0.5 * layer.weight_logvar).exp())
+    p = torch.distributions.Normal(0.0, 1.0)
+    qb = torch.distributions.Normal(layer.bias_mu, (0.5 * layer.bias_logvar).exp())
+    expected = (
+        torch.distributions.kl_divergence(q, p).sum()
+        + torch.distributions.kl_divergence(qb, p).sum()
+    )
+    la = layer.log_alpha()
+    k1, k2, k3 = 0.63576, 1.87320, 1.48695
+    kl_z = -(k1 * torch.sigmoid(k2 + k3 * la) - 0.5 * F.softplus(-la) - k1).sum()
+    torch.testing.assert_close(layer.kl_divergence(), expected + kl_z)
+
+
+def test_clip_variances():
+    layer = LinearGroupNJ(3, 2, clip_var=0.04)
+    _set(layer, weight_logvar=0.0, bias_logvar=0.0)
+    clip_variances(nn.Sequential(layer))
+    assert layer.weight_logvar.max().item() == pytest.approx(math.log(0.04))
+    assert layer.bias_logvar.max().item() == pytest.approx(math.log(0.04))
+
+
+def test_significand_bits_by_hand():
+    # 2*var = 0.1: round-offs 0.5, 0.25, 0.125 exceed it, 0.0625 does not -> 3 bits
+    assert significand_bits(torch.full((10,), 0.05)) == 3
+    assert significand_bits(torch.zeros(4)) == 23
+    # mean over weights, then ceiling: (3 + 23) / 2 = 13
+    assert significand_bits(torch.tensor([0.05, 0.0])) == 13
+
+
+def _lenet_like():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        Conv2dGroupNJ(1, 4, 3, padding=1),
+        nn.ReLU(),
+        Conv2dGroupNJ(4, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        LinearGroupNJ(6 * 2 * 2, 5),
+        nn.ReLU(),
+        LinearGroupNJ(5, 3),
+    )
+
+
+def test_masks_chain_through_the_network():
+    model = _lenet_like()
+    conv1, conv2, fc1, fc2 = model[0], model[2], model[5], model[7]
+    dead = 10.0  # log alpha = 10 > threshold
+    with torch.no_grad():
+        conv1.z_logvar[1] = dead  # conv1 channel 1 pruned -> conv2 input channel 1 gone
+        conv2.z_logvar[2] = dead  # conv2 channel 2 pruned -> fc1 inputs 8..11 gone
+        fc1.z_logvar[0:4] = dead  # all fc1 inputs of conv2 channel 0 -> channel 0 gone too
+        fc2.z_logvar[3] = dead  # fc2 input 3 pruned -> fc1 output row 3 gone
+    groups = group_masks(model, -3.0)
+    assert [int(g.sum()) for g in groups] == [3, 5, 20, 4]
+    report, _masks, bits = compress_bayesian(model, -3.0)
+    # conv1: 3 filters x 1 x 9; conv2: 4 live filters x 3 live inputs x 9;
+    # fc1: 4 live rows x 16 live inputs; fc2: 3 rows x 4 live inputs
+    kept = [3 * 9, 4 * 3 * 9, 4 * 16, 3 * 4]
+    assert [r.weights_kept for r in report.layers] == kept
+    total = 4 * 9 + 6 * 4 * 9 + 5 * 24 + 3 * 5
+    assert report.architecture_factor == pytest.approx(total / sum(kept))
+    assert [r.groups_kept for r in report.layers] == [3, 4, 16, 4]
+    assert all(0 < b <= 23 for b in bits)
+    expected_bits = sum(k * (1 + report.exponent_bits + b) for k, b in zip(kept, bits))
+    assert report.bit_precision_factor == pytest.approx(32 * sum(kept) / expected_bits)
+    text = format_compression(report)
+    assert text.startswith("architecture compression factor ")
+    assert "bit-precision factor" in text and "fc" not in text.split("\n")[0]
+
+
+def test_apply_compression_rounds_and_prunes():
+    model = _lenet_like().eval()
+    with torch.no_grad():
+        model[7].z_logvar[0] = 10.0
+    _, masks, bits = compress_bayesian(model, -3.0)
+    apply_compression(model, masks, bits)
+    fc2 = model[7]
+    w = fc2.compressed_weight
+    delta = 0.5 * 2.0 ** (1 - bits[3])
+    assert torch.all(w[:, 0] == 0)
+    torch.testing.assert_close(w / delta, torch.round(w / delta))
+    x = torch.rand(2, 1, 2, 2)
+    out = model(x)
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+
+
+def test_threshold_count_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="3 thresholds given for 4 Bayesian layers"):
+        group_masks(_lenet_like(), [-3.0, -3.0, -3.0])
+    with pytest.raises(ValueError, match="no Bayesian layers"):
+        compress_bayesian(nn.Linear(2, 2))
