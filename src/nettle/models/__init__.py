@@ -1,1 +1,14 @@
-"""nettle.models."""
+"""The model zoo: `create_model(name, num_classes=..., in_channels=..., conv=...)`.
+
+Families register themselves by import below (explicit, no star imports).
+"""
+
+from nettle.models import darts as _darts
+from nettle.models import resnet as _resnet
+from nettle.models import simple_cnn as _simple_cnn
+from nettle.models import vgg as _vgg
+from nettle.models import wrn as _wrn
+from nettle.models.factory import MODELS, create_model, list_models
+
+__all__ = ["MODELS", "create_model", "list_models"]
+del _darts, _resnet, _simple_cnn, _vgg, _wrn

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from nettle.models.factory import MODELS
 from nettle.nn.substitutes import get_conv_class
 
 __all__ = ["DARTS", "DARTS_V2", "Genotype", "drop_path"]
@@ -254,3 +255,17 @@ class DARTS(nn.Module):
             if i == self.reduction_indices[1] and self.auxiliary_head is not None and self.training:
                 self.aux_logits = self.auxiliary_head(s1)
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+@MODELS.register("darts")
+def darts(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    conv: str | None = None,
+    channels: int = 36,
+    layers: int = 20,
+    auxiliary: bool = False,
+    drop_path_prob: float = 0.0,
+) -> DARTS:
+    """The DARTS-V2 CIFAR network (see `DARTS`); `conv=None` means `Sep`."""
+    return DARTS(num_classes, in_channels, conv, channels, layers, auxiliary, drop_path_prob)

@@ -1,0 +1,56 @@
+"""A small CNN for MNIST-size images (8x8 digits, 28x28 MNIST, 32x32 CIFAR).
+
+Three 3x3 conv-BN-ReLU layers (32, 64, 128 channels) with a 2x2 max-pool after the second,
+global average pooling and a linear classifier: about 93k parameters. Substitution: every conv
+except the first (the stem sees the raw image channels) is built through `conv=`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from nettle.models.factory import MODELS
+from nettle.nn.substitutes import get_conv_class
+
+__all__ = ["SimpleCNN"]
+
+
+def _block(conv, c_in: int, c_out: int) -> list[nn.Module]:
+    return [conv(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class SimpleCNN(nn.Module):
+    """conv32 -> conv64 -> maxpool -> conv128 -> global pool -> linear.
+
+    Args:
+        num_classes: classifier outputs.
+        in_channels: image channels.
+        conv: substitute spec for the second and third convolutions.
+        width: channels of the first conv (doubled twice).
+    """
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, conv: str | None = None, width: int = 32
+    ) -> None:
+        super().__init__()
+        sub = get_conv_class(conv)
+        dense = get_conv_class(None)
+        self.stem = nn.Sequential(*_block(dense, in_channels, width))
+        self.stage1 = nn.Sequential(*_block(sub, width, 2 * width), nn.MaxPool2d(2))
+        self.stage2 = nn.Sequential(*_block(sub, 2 * width, 4 * width))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(4 * width, num_classes)
+        self.at_layers = ["stage1", "stage2"]
+
+    def forward(self, x):
+        x = self.stage2(self.stage1(self.stem(x)))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+@MODELS.register("simple-cnn")
+def simple_cnn(
+    num_classes: int = 10, in_channels: int = 1, conv: str | None = None, width: int = 32
+) -> SimpleCNN:
+    """The MNIST-size CNN (see `SimpleCNN`)."""
+    return SimpleCNN(num_classes, in_channels, conv, width)
