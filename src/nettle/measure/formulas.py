@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 __all__ = [
-    "OpCount",
     "Formula",
+    "OpCount",
     "get_formula",
     "register_formula",
     "registered_types",

@@ -1,0 +1,97 @@
+"""`nettle train CONFIG.yaml [-o RUN_DIR] [--set key=value ...] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+__all__ = ["add_parser", "phase_table", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config into a run dir (resumes an interrupted run)",
+        description="Train from CONFIG.yaml. Rerunning the same command resumes exactly.",
+    )
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("-o", "--out", default=None, help="run dir (default runs/<name>/<config id>)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    p.set_defaults(func=run)
+
+
+def phase_table(phases: dict[str, float], title: str = "where the step time went") -> Table:
+    """A rich table of phase totals and shares."""
+    whole = sum(phases.values()) or 1.0
+    table = Table(title=title)
+    for col in ("phase", "seconds", "share"):
+        table.add_column(col, justify="left" if col == "phase" else "right")
+    for name, secs in sorted(phases.items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{secs:.2f}", f"{secs / whole:.1%}")
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from nettle.config import load_config
+    from nettle.experiment.run import default_run_dir, run_experiment
+    from nettle.train.guards import NonFiniteLossError
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.out or default_run_dir(cfg)
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=args.json,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(cfg.name, total=None, info="")
+
+        def progress(event: str, info: dict[str, Any]) -> None:
+            if event == "start":
+                bar.update(task, total=info["steps"], completed=info["step"])
+            elif event == "step":
+                bar.update(task, completed=info["step"], info=f"loss {info['loss']:.3f}")
+            elif event == "epoch" and not args.json:
+                acc = info.get("test_acc")
+                bar.console.print(
+                    f"epoch {info['epoch']}: train loss {info['train_loss']:.4f}, "
+                    f"train acc {info['train_acc']:.2%}"
+                    + (f", test acc {acc:.2%}" if acc is not None else "")
+                    + f", {info['time']:.1f}s"
+                )
+
+        try:
+            summary = run_experiment(cfg, run_dir, progress=progress)
+        except NonFiniteLossError as exc:
+            err.print(f"nettle train: stopped: {exc}")
+            return 3
+    if args.json:
+        print(json.dumps(summary | {"run_dir": str(run_dir)}, default=str))
+        return 0
+    out = Console()
+    if summary.get("phases"):
+        out.print(phase_table(summary["phases"]))
+    best = summary.get("best_test_acc")
+    out.print(
+        f"run dir: [bold]{run_dir}[/bold]  status: {summary['status']}"
+        + (f"  best test acc: {best:.2%}" if best is not None else "")
+    )
+    return 0

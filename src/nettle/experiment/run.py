@@ -1,0 +1,241 @@
+"""One run = one run directory: build data and model from a config, train, record.
+
+Layout of `runs/<name>/<run-id>/` (the run id is `config_hash(config)`):
+
+    config.yaml     the resolved config (every default written out)
+    env.json        python/torch versions, git commit, device, host, seed, command line
+    checkpoints/    last.pt (resume), best.pt (best test accuracy)
+    metrics.jsonl   one JSON object per line (step and epoch records)
+    tb/             TensorBoard events
+    summary.json    status, final and best metrics, parameters, phase totals
+
+A run dir that holds the same config is resumed (or reported done); one that holds a different
+config, or files that are not a run's, is refused and left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from nettle.config import ConfigError, ExperimentConfig, config_hash, dump_config, load_config_dict
+from nettle.train.guards import NonFiniteLossError, default_dtype_guard
+
+__all__ = [
+    "build_model",
+    "default_run_dir",
+    "load_run_model",
+    "prepare_run_dir",
+    "run_experiment",
+]
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
+    """`<root>/<name>/<config hash>`."""
+    return Path(root) / cfg.name / config_hash(cfg)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if a != b else []
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path) -> tuple[Path, str]:
+    """Check `run_dir` against `cfg`; returns the dir and "new", "resume" or "done".
+
+    Raises:
+        ConfigError: the dir holds a different config or files that are not a run's.
+    """
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    wanted = cfg.model_dump(mode="json")
+    if saved.is_file():
+        try:
+            have = yaml.safe_load(saved.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{saved}: unreadable ({exc}); refusing to touch {run_dir}") from None
+        differs = _diff(have, wanted)
+        if differs:
+            raise ConfigError(
+                f"{run_dir} holds a run of a different config (differs in: {', '.join(differs)}); "
+                "refusing to overwrite it: choose another -o"
+            )
+        summary = run_dir / "summary.json"
+        if summary.is_file() and json.loads(summary.read_text()).get("status") == "done":
+            return run_dir, "done"
+        return run_dir, "resume"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"{run_dir} is not empty and holds no config.yaml; refusing to write into it"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(saved, dump_config(cfg))
+    return run_dir, "new"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _environment(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "git_commit": _git_commit(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "seed": cfg.train.seed,
+        "argv": sys.argv,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def build_model(cfg: ExperimentConfig) -> nn.Module:
+    """The model of `cfg`; classes, channels and normalisation default to the data set's."""
+    from nettle.models import create_model
+    from nettle.train.data import get_dataset_info
+
+    info = get_dataset_info(cfg.data.name, cfg.data.root, cfg.data.image_size)
+    return create_model(
+        cfg.model.name,
+        num_classes=cfg.model.num_classes or info.num_classes,
+        in_channels=cfg.model.in_channels or info.in_channels,
+        conv=cfg.model.conv,
+        mean=info.mean,
+        std=info.std,
+        **cfg.model.kwargs,
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_experiment(
+    cfg: ExperimentConfig, run_dir: str | Path | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Train `cfg` in `run_dir` (default `runs/<name>/<id>`), resuming if it was interrupted.
+
+    Returns:
+        The run's summary (also written to `summary.json`).
+    """
+    from nettle.train.augment import build_augment
+    from nettle.train.data import create_dataset
+    from nettle.train.loop import Trainer, resolve_device
+
+    run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
+    if status == "done":
+        return json.loads((run_dir / "summary.json").read_text())
+    device = resolve_device(cfg.train.device)
+    _atomic_text(run_dir / "env.json", json.dumps(_environment(cfg, str(device)), indent=2))
+    t0 = time.perf_counter()
+    with default_dtype_guard(torch.float32):
+        d = cfg.data
+        train = create_dataset(d.name, "train", d.root, d.image_size, d.download)
+        test = create_dataset(d.name, "test", d.root, d.image_size, d.download)
+        _seed_everything(cfg.train.seed)
+        model = build_model(cfg)
+        trainer = Trainer(
+            model,
+            train,
+            test,
+            cfg.train,
+            batch_size=d.batch_size,
+            eval_batch_size=d.eval_batch_size,
+            run_dir=run_dir,
+            augment=build_augment(d.augment),
+            config_record=cfg.model_dump(mode="json"),
+            progress=progress,
+            num_workers=d.num_workers,
+        )
+        resumed = trainer.resume()
+        setup = time.perf_counter() - t0
+        try:
+            summary = trainer.fit()
+        except NonFiniteLossError as exc:
+            summary = trainer.summary() | {"status": "nonfinite", "error": str(exc)}
+            _write_summary(run_dir, summary, model, cfg, setup, resumed)
+            raise
+    return _write_summary(run_dir, summary, model, cfg, setup, resumed)
+
+
+def _write_summary(
+    run_dir: Path,
+    summary: dict[str, Any],
+    model: nn.Module,
+    cfg: ExperimentConfig,
+    setup: float,
+    resumed: bool,
+) -> dict[str, Any]:
+    summary = {
+        "name": cfg.name,
+        "run_id": config_hash(cfg),
+        **summary,
+        "params": sum(p.numel() for p in model.parameters()),
+        "setup_time": setup,
+        "resumed": resumed,
+    }
+    _atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def load_run_model(
+    run_dir: str | Path, cfg: ExperimentConfig | None = None, which: str = "best"
+) -> nn.Module:
+    """The trained model of a run dir (`best.pt`, else `last.pt`), in eval mode on the CPU."""
+    from nettle.train.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if cfg is None:
+        path = run_dir / "config.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no config; is {run_dir} a run dir?")
+        cfg = load_config_dict(yaml.safe_load(path.read_text()), source=str(path))
+    ckpts = run_dir / "checkpoints"
+    order = ["best.pt", "last.pt"] if which == "best" else ["last.pt"]
+    found = next((ckpts / n for n in order if (ckpts / n).is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{ckpts}: no checkpoint ({' or '.join(order)})")
+    model = build_model(cfg)
+    model.load_state_dict(load_checkpoint(found)["model"])
+    return model.eval()

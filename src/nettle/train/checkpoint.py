@@ -1,0 +1,116 @@
+"""Checkpoints: written atomically, read with `weights_only=True`.
+
+A checkpoint is a dict of tensors and plain Python values only:
+
+    {"format": 1, "model": state_dict, "optimizer": ..., "scheduler": ...,
+     "rng": {"torch": ByteTensor, "cuda": [ByteTensor], "numpy": {...}, "python": [...],
+             "augment": ByteTensor | None},
+     "state": {"epoch": completed epochs, "step": global step, "batch": batches done in the
+               current epoch, "best_acc": ..., "running": {...}},
+     "history": [epoch records], "config": resolved config dict}
+
+`save_checkpoint` writes to a temporary file in the same folder, flushes and fsyncs it, then
+renames it over the target, so a kill at any moment leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read; the message names the file."""
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
+    """Atomically write `obj` to `path` (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`; unreadable files raise `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint (truncated or corrupt: {first})"
+        ) from None
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise CheckpointError(f"{path}: not a nettle checkpoint (no model state)")
+    return obj
+
+
+def capture_rng(augment: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a training step can touch, as checkpointable values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
+        "python": _python_state(),
+        "augment": augment.get_state() if augment is not None else None,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def restore_rng(state: dict[str, Any], augment: torch.Generator | None = None) -> None:
+    """Restore what `capture_rng` captured."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if augment is not None and state.get("augment") is not None:
+        augment.set_state(
+            state["augment"].cpu() if augment.device.type == "cpu" else state["augment"]
+        )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,67 @@
+"""Guards of a training run: non-finite losses, gradient clipping, the default dtype.
+
+- `check_finite` raises `NonFiniteLossError` on a NaN/Inf loss; the trainer first saves a debug
+  snapshot (model, optimiser, the offending batch) so the failure can be replayed.
+- `clip_gradients` clips by global norm or by value and returns the norm before clipping.
+- `default_dtype_guard` restores torch's default dtype if code inside it (an import, a user's
+  model) changed it, logging a warning: such a change silently turns later tensors into float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+
+import torch
+
+__all__ = ["NonFiniteLossError", "check_finite", "clip_gradients", "default_dtype_guard"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; `snapshot` is the debug file written (if any)."""
+
+    def __init__(self, message: str, step: int, snapshot: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.snapshot = snapshot
+
+
+def check_finite(loss: torch.Tensor, step: int) -> bool:
+    """Whether `loss` is finite (one device sync)."""
+    return bool(torch.isfinite(loss.detach()).all())
+
+
+def clip_gradients(
+    parameters: Iterable[torch.nn.Parameter], max_value: float, mode: str = "norm"
+) -> float:
+    """Clip gradients by global L2 norm (`mode="norm"`) or elementwise (`"value"`).
+
+    Returns:
+        The global gradient norm before clipping.
+    """
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return 0.0
+    if mode == "norm":
+        return float(torch.nn.utils.clip_grad_norm_(params, max_value))
+    if mode == "value":
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+        torch.nn.utils.clip_grad_value_(params, max_value)
+        return float(norm)
+    raise ValueError(f"gradient clipping mode must be 'norm' or 'value', got {mode!r}")
+
+
+@contextlib.contextmanager
+def default_dtype_guard(expected: torch.dtype | None = None) -> Iterator[None]:
+    """Keep torch's default dtype at `expected` (default: its value on entry) inside and after."""
+    want = expected or torch.get_default_dtype()
+    try:
+        yield
+    finally:
+        now = torch.get_default_dtype()
+        if now != want:
+            log.warning("the default dtype was changed to %s; restoring %s", now, want)
+            torch.set_default_dtype(want)

@@ -1,0 +1,409 @@
+"""The training loop shared by every kind of run (teacher, student, adversarial, Bayesian).
+
+Each step is timed by phase (`data`, `forward`, `backward`, `update`, plus whatever the
+objective adds, e.g. `attack`) and each epoch ends with a breakdown of where the time went.
+The order of examples comes from a permutation seeded by (seed, epoch), so a run resumed from a
+checkpoint taken in the middle of an epoch continues at the exact batch, with the exact random
+states: its final weights equal those of an uninterrupted run, bit for bit on the CPU.
+
+Extension points: the `objective` (see `objectives.py`), optimiser `param_groups` (e.g. scaled
+weight decay), and the objective's optional hooks `on_epoch_start`, `after_step`,
+`extra_state`/`load_extra_state`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from nettle.config import OptimConfig, TrainConfig
+from nettle.measure.timing import PhaseTimer
+from nettle.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from nettle.train.guards import NonFiniteLossError, check_finite, clip_gradients
+from nettle.train.objectives import CrossEntropy, Objective
+from nettle.train.schedules import create_scheduler
+
+__all__ = ["Trainer", "build_optimizer", "evaluate", "resolve_device"]
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`"auto"` is CUDA when available, else CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW with `cfg.weight_decay` as the default decay."""
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _batches(
+    data: Dataset, order: torch.Tensor, batch_size: int, device: torch.device, workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of `data` in `order` (indices), on `device`."""
+    if isinstance(data, TensorDataset):
+        x_all, y_all = data.tensors
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True)
+        return
+    sampler = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
+    for x, y in DataLoader(data, batch_sampler=sampler, num_workers=workers):
+        yield x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Dataset, batch_size: int = 256, device: torch.device | None = None
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of `model` on `data` (eval mode, restored after)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss, correct, seen = 0.0, 0, 0
+    try:
+        for x, y in _batches(data, torch.arange(len(data)), batch_size, device):
+            logits = model(x)
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+    finally:
+        model.train(was_training)
+    return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1)}
+
+
+class Trainer:
+    """Trains `model` on `train_data` as `cfg` says, optionally checkpointing into `run_dir`.
+
+    Args:
+        model: the network (moved to the configured device).
+        train_data: training set of (image, label) pairs.
+        test_data: evaluated after every epoch (optional).
+        cfg: the training configuration.
+        batch_size: training batch size; `eval_batch_size` for evaluation.
+        run_dir: where `checkpoints/`, `metrics.jsonl` and `tb/` go (None: nothing written).
+        augment: batch augmentation `augment(x, generator)` applied on the device.
+        objective: the loss of a batch (default cross-entropy).
+        param_groups: optimiser parameter groups (default: all parameters, one group).
+        config_record: the resolved config, stored in checkpoints.
+        progress: callback `(event, info)` for "start", "step" and "epoch" events.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Dataset,
+        test_data: Dataset | None,
+        cfg: TrainConfig,
+        *,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        run_dir: str | Path | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
+        objective: Objective | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
+        config_record: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        self.cfg, self.device = cfg, resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.train_data, self.test_data = train_data, test_data
+        self.batch_size, self.eval_batch_size, self.num_workers = (
+            batch_size,
+            eval_batch_size,
+            num_workers,
+        )
+        self.objective = objective or CrossEntropy(cfg.label_smoothing)
+        self.optimizer = build_optimizer(param_groups or self.model.parameters(), cfg.optim)
+        self.batches_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
+        self.total_steps = cfg.epochs * self.batches_per_epoch
+        self.scheduler = create_scheduler(
+            self.optimizer, cfg.schedule, self.total_steps, self.batches_per_epoch
+        )
+        self.augment = augment
+        self.aug_gen = torch.Generator(device=self.device) if augment is not None else None
+        if self.aug_gen is not None:
+            self.aug_gen.manual_seed(cfg.seed + 1)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.config_record = config_record or {}
+        self.progress = progress or (lambda event, info: None)
+        self.timer = PhaseTimer(self.device)
+        self.phase_totals: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "batch": 0, "best_acc": None}
+        self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        self._tb = None
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.run_dir / "checkpoints" if self.run_dir is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here."""
+        extra = getattr(self.objective, "extra_state", None)
+        return {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": capture_rng(self.aug_gen),
+            "state": {**self.state, "running": dict(self._running)},
+            "phase_totals": dict(self.phase_totals),
+            "history": list(self.history),
+            "objective": extra() if callable(extra) else {},
+            "config": self.config_record,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint made by `state_dict`."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        state = dict(ckpt["state"])
+        self._running = dict(state.pop("running"))
+        self.state = state
+        self.phase_totals = dict(ckpt.get("phase_totals", {}))
+        self.history = list(ckpt["history"])
+        load_extra = getattr(self.objective, "load_extra_state", None)
+        if callable(load_extra):
+            load_extra(ckpt.get("objective", {}))
+        restore_rng(ckpt["rng"], self.aug_gen)
+
+    def save(self, name: str = "last.pt") -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        return save_checkpoint(self.state_dict(), self.checkpoint_dir / name)
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Load `path` (default `checkpoints/last.pt` if present); whether anything was loaded."""
+        path = (
+            Path(path)
+            if path
+            else (self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None)
+        )
+        if path is None or not path.is_file():
+            return False
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        self._truncate_metrics()
+        return True
+
+    # --- metrics --------------------------------------------------------------------------
+
+    def _write_metric(self, record: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines written after the checkpoint we resume from (no duplicates)."""
+        path = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        if path is None or not path.is_file():
+            return
+        keep = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= self.state["step"]
+        ]
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+
+    def _open_tensorboard(self) -> None:
+        if self.run_dir is None or not self.cfg.tensorboard:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state["step"] or None)
+
+    # --- training -------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns a summary (status, metrics, phase totals)."""
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(self.cfg.deterministic, warn_only=True)
+        self._open_tensorboard()
+        self.progress(
+            "start",
+            {
+                "epochs": self.cfg.epochs,
+                "steps": self.total_steps,
+                "step": self.state["step"],
+                "epoch": self.state["epoch"],
+            },
+        )
+        try:
+            while self.state["epoch"] < self.cfg.epochs:
+                self._train_epoch(self.state["epoch"])
+        finally:
+            torch.use_deterministic_algorithms(previous)
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """Status, final and best metrics, and where the time went."""
+        final = self.history[-1] if self.history else {}
+        return {
+            "status": "done" if self.state["epoch"] >= self.cfg.epochs else "partial",
+            "epochs": self.state["epoch"],
+            "steps": self.state["step"],
+            "final": final,
+            "best_test_acc": self.state["best_acc"],
+            "phases": dict(self.phase_totals),
+        }
+
+    def _train_epoch(self, epoch: int) -> None:
+        hook = getattr(self.objective, "on_epoch_start", None)
+        if callable(hook) and self.state["batch"] == 0:
+            hook(epoch, self.cfg.epochs)
+        self.timer.reset()
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.train_data), generator=g)
+        start = self.state["batch"]
+        batches = _batches(
+            self.train_data,
+            order[start * self.batch_size :],
+            self.batch_size,
+            self.device,
+            self.num_workers,
+        )
+        t0 = time.perf_counter()
+        self.model.train()
+        while True:
+            with self.timer.phase("data"):
+                batch = next(batches, None)
+                if batch is not None and self.augment is not None:
+                    batch = (self.augment(batch[0], self.aug_gen), batch[1])
+            if batch is None:
+                break
+            self._step(epoch, *batch)
+        self._running["time"] += time.perf_counter() - t0
+        self._end_epoch(epoch)
+
+    def _step(self, epoch: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        out = self.objective(self.model, x, y, self.timer)
+        step = self.state["step"]
+        if self.cfg.nan_guard and not check_finite(out.loss, step):
+            self._nonfinite(x, y, out.loss)
+        with self.timer.phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+        with self.timer.phase("update"):
+            if self.cfg.grad_clip:
+                clip_gradients(self.model.parameters(), self.cfg.grad_clip, self.cfg.grad_clip_mode)
+            self.optimizer.step()
+            self.scheduler.step()
+            after = getattr(self.objective, "after_step", None)
+            if callable(after):
+                after(self.model)
+        loss = float(out.loss.detach())
+        self._running["loss"] += loss * len(y)
+        self._running["correct"] += int((out.logits.detach().argmax(1) == y).sum())
+        self._running["seen"] += len(y)
+        self.state["step"] += 1
+        self.state["batch"] += 1
+        step = self.state["step"]
+        lr = self.optimizer.param_groups[0]["lr"]
+        if step % self.cfg.log_every == 0:
+            parts = {k: float(v) for k, v in out.parts.items()}
+            self._write_metric(
+                {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss, "lr": lr, **parts}
+            )
+        self.progress("step", {"step": step, "loss": loss, "lr": lr})
+        if self.cfg.checkpoint_steps and step % self.cfg.checkpoint_steps == 0:
+            self.save()
+
+    def _end_epoch(self, epoch: int) -> None:
+        r = self._running
+        record: dict[str, Any] = {
+            "kind": "epoch",
+            "epoch": epoch + 1,
+            "step": self.state["step"],
+            "train_loss": r["loss"] / max(r["seen"], 1),
+            "train_acc": r["correct"] / max(r["seen"], 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time": r["time"],
+            "phases": self.timer.totals(),
+        }
+        if self.test_data is not None:
+            t0 = time.perf_counter()
+            ev = evaluate(self.model, self.test_data, self.eval_batch_size, self.device)
+            record.update(
+                test_loss=ev["loss"], test_acc=ev["acc"], eval_time=time.perf_counter() - t0
+            )
+        for name, secs in self.timer.totals().items():
+            self.phase_totals[name] = self.phase_totals.get(name, 0.0) + secs
+        self.history.append(record)
+        self._write_metric(
+            {k: v for k, v in record.items() if k != "phases"}
+            | {f"phase_{k}": v for k, v in record["phases"].items()}
+        )
+        self.state.update(epoch=epoch + 1, batch=0)
+        self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        acc = record.get("test_acc")
+        if (
+            acc is not None
+            and self.cfg.keep_best
+            and (self.state["best_acc"] is None or acc > self.state["best_acc"])
+        ):
+            self.state["best_acc"] = acc
+            self.save("best.pt")
+        if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch + 1 == self.cfg.epochs:
+            self.save()
+        self.progress("epoch", record)
+
+    def _nonfinite(self, x: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        step = self.state["step"]
+        snapshot = None
+        if self.checkpoint_dir is not None:
+            path = self.checkpoint_dir / f"nonfinite-step{step}.pt"
+            save_checkpoint(
+                {
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "batch": {"x": x.detach().cpu(), "y": y.detach().cpu()},
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "config": self.config_record,
+                },
+                path,
+            )
+            snapshot = str(path)
+        raise NonFiniteLossError(
+            f"loss became {float(loss.detach())} at step {step}"
+            + (f"; debug snapshot {snapshot}" if snapshot else ""),
+            step,
+            snapshot,
+        )

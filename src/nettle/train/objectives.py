@@ -1,0 +1,55 @@
+"""Training objectives: what the loss of one batch is.
+
+An objective is called as `objective(model, x, y, timer) -> LossOutput`. It runs the forward
+pass itself, timing it with `timer.phase("forward")` (an adversarial objective adds an
+`"attack"` phase before it; a distillation objective runs its teacher there too), and returns
+the loss to minimise, the logits on which training accuracy is measured, and named parts of the
+loss for the metrics. Objectives may also define `on_epoch_start(epoch, epochs)` and
+`after_step(model)` hooks (annealing, variance clipping) and `extra_state()` /
+`load_extra_state(state)` for anything a checkpoint must hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nettle.measure.timing import PhaseTimer
+
+__all__ = ["CrossEntropy", "LossOutput", "Objective"]
+
+
+@dataclass
+class LossOutput:
+    """The loss of a batch, the logits accuracy is computed on, and named loss parts."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """The loss of one batch (see the module docstring)."""
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
+    ) -> LossOutput: ...
+
+
+class CrossEntropy:
+    """Cross-entropy on the model's logits (with optional label smoothing)."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
+    ) -> LossOutput:
+        with timer.phase("forward"):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return LossOutput(loss, logits)
