@@ -1,0 +1,95 @@
+"""`nettle count MODEL [--input 3x32x32] [--conv SPEC] [--convention NAME] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["add_parser", "parse_shape", "run"]
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """`"3x32x32"` -> (3, 32, 32)."""
+    try:
+        shape = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input {text!r}: expected sizes joined by x, e.g. 3x32x32") from None
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"--input {text!r}: sizes must be positive")
+    return shape
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "count",
+        help="parameters and multiply-adds of a zoo model, per module and in total",
+        description="Count parameters and MACs (theoretical and executed) of a zoo model.",
+    )
+    p.add_argument("model", help="zoo name, e.g. wrn-28-10, resnet50, simple-cnn")
+    p.add_argument("--input", default="3x32x32", help="input shape without batch (3x32x32)")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classifier outputs (10; 1000 for ImageNet nets)",
+    )
+    p.add_argument("--conv", default=None, help="substitute for the convolutions, e.g. Sep, ACDC")
+    p.add_argument(
+        "--convention",
+        default="default",
+        help="counting convention (default, deficient-efficient, macs+elementwise)",
+    )
+    p.add_argument("--depth", type=int, default=None, help="aggregate the table to this name depth")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nettle.measure import count
+    from nettle.models import create_model
+
+    shape = parse_shape(args.input)
+    classes = args.num_classes
+    if classes is None:
+        classes = (
+            1000 if args.model.lower() in {"resnet18", "resnet34", "resnet50", "wrn-50-2"} else 10
+        )
+    model = create_model(args.model, num_classes=classes, in_channels=shape[0], conv=args.conv)
+    report = count(model, shape, convention=args.convention)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    table = Table(
+        title=f"{args.model} on {args.input} ({report.convention} convention, per example)"
+    )
+    for col in ("module", "type", "params", "MACs", "MACs executed"):
+        table.add_column(col, justify="left" if col in ("module", "type") else "right")
+    rows = report.modules
+    if args.depth is not None:
+        from collections import defaultdict
+
+        agg: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for r in rows:
+            key = ".".join(r.name.split(".")[: args.depth]) or "(model)"
+            agg[key][0] += r.params
+            agg[key][1] += r.macs
+            agg[key][2] += r.macs_executed
+        for key, (prm, macs, ex) in agg.items():
+            table.add_row(key, "", f"{prm:,}", f"{macs:,}", f"{ex:,}")
+    else:
+        for r in rows:
+            table.add_row(
+                r.name or "(model)", r.type, f"{r.params:,}", f"{r.macs:,}", f"{r.macs_executed:,}"
+            )
+    table.add_section()
+    table.add_row(
+        "total", "", f"{report.params:,}", f"{report.macs:,}", f"{report.macs_executed:,}"
+    )
+    console = Console()
+    console.print(table)
+    for u in report.unsupported:
+        console.print(f"[yellow]unsupported:[/yellow] {u}")
+    return 0

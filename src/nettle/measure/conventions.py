@@ -1,0 +1,72 @@
+"""Counting conventions: which parts of a module's cost count as "MACs".
+
+Papers and tools disagree on what a multiply-add count includes, so nettle names its
+conventions. A convention maps (module, OpCount) to the number reported for that module; the
+dispatch-level fallback (matmul/conv ops inside modules without a formula) always counts.
+
+- `default`: multiply-adds of multiply-add ops only: convolutions, linear layers, matrix
+  products, recurrent gate mat-vecs, attention projections and products. No bias additions,
+  activations, normalisation, pooling or elementwise ops. One fused multiply-add = 1 MAC.
+- `deficient-efficient`: the count of Gray et al. 2019's `count.py` (BayesWatch/deficient-
+  efficient): convolution MACs without bias, plus one op per element entering an `nn.ReLU`,
+  plus output elements x window for `AvgPool2d`/`MaxPool2d` modules (adaptive pooling counts
+  0), plus the bias additions of `Linear` layers (`N * (weight + bias)` per Linear); batch
+  norm and other activations count 0. WRN-28-10 at 32x32: 5,245,638,922 (5.24564E+09).
+- `macs+elementwise`: everything a formula reports: MACs plus bias additions, activations,
+  normalisation, pooling, upsampling and other elementwise ops (close to ptflops' "MACs").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from nettle.measure.formulas import OpCount
+from nettle.registry import Registry
+
+__all__ = ["CONVENTIONS", "Convention", "get_convention", "list_conventions"]
+
+Convention = Callable[[nn.Module, OpCount], int]
+CONVENTIONS: Registry[Convention] = Registry("counting convention")
+
+
+@CONVENTIONS.register("default")
+def _default(module: nn.Module, cost: OpCount) -> int:
+    return cost.macs
+
+
+@CONVENTIONS.register("deficient-efficient")
+def _deficient_efficient(module: nn.Module, cost: OpCount) -> int:
+    total = cost.macs
+    if type(module) is nn.ReLU:
+        total += cost.relu
+    elif isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
+        total += cost.pool
+    elif isinstance(module, nn.Linear):
+        total += cost.bias
+    return total
+
+
+@CONVENTIONS.register("macs+elementwise")
+def _everything(module: nn.Module, cost: OpCount) -> int:
+    return (
+        cost.macs
+        + cost.bias
+        + cost.relu
+        + cost.activation
+        + cost.pool
+        + cost.norm
+        + cost.upsample
+        + cost.elementwise
+    )
+
+
+def get_convention(name: str) -> Convention:
+    """The convention named `name` (unknown names list the known ones)."""
+    return CONVENTIONS.get(name)
+
+
+def list_conventions() -> list[str]:
+    """Names of the counting conventions."""
+    return CONVENTIONS.names()
