@@ -109,10 +109,10 @@ def _make_inputs(
 ) -> tuple[tuple[torch.Tensor, ...], int]:
     """The example inputs and the batch size the counts are divided by."""
     if isinstance(input_shape, torch.Tensor):
-        return (input_shape.to(device),), input_shape.shape[0]
+        return (input_shape.to(device),), batch_size
     items = list(input_shape)
     if items and isinstance(items[0], torch.Tensor):
-        return tuple(t.to(device) for t in items), items[0].shape[0]
+        return tuple(t.to(device) for t in items), batch_size
     shapes = items if items and isinstance(items[0], (tuple, list)) else [items]
     g = torch.Generator().manual_seed(0)
     made = tuple(
@@ -135,10 +135,11 @@ def count(
     Args:
         model: any module; its mode is restored afterwards.
         input_shape: one shape without the batch dim, e.g. (3, 32, 32), a list of shapes for
-            several inputs, or example tensors (with their batch dim).
+            several inputs, or example tensors (used as they are).
         convention: a name from `list_conventions()`.
         device: where to run the pass (default: the model's).
-        batch_size: the batch of the pass; counts are divided by it.
+        batch_size: the batch of the pass, and what counts are divided by (with example
+            tensors, give their batch size to get per-example counts).
         dtype: input dtype (default: torch's default dtype).
     """
     rule = get_convention(convention)

@@ -1,0 +1,80 @@
+import pytest
+
+from nettle.measure import timing
+from nettle.measure.timing import PhaseTimer, Stopwatch, format_phases
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A fake perf_counter we advance by hand."""
+    now = [100.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    return now
+
+
+def test_lap_adds_running_segments_across_stop_start(clock):
+    sw = Stopwatch()
+    sw.start()
+    clock[0] += 2.0
+    assert sw.lap() == 2.0
+    clock[0] += 3.0  # running, belongs to lap 2
+    sw.stop()
+    clock[0] += 100.0  # stopped: not counted
+    sw.start()
+    clock[0] += 4.0
+    assert sw.lap() == 7.0
+    assert sw.lap_times() == [2.0, 7.0]
+    assert sw.elapsed() == 9.0
+
+
+def test_wrong_time_calls_do_nothing(clock):
+    sw = Stopwatch()
+    assert sw.lap() is None  # lap before start
+    sw.stop()  # stop before start
+    assert sw.lap_times() == [] and not sw.running and sw.elapsed() == 0.0
+    sw.start()
+    clock[0] += 1.0
+    sw.start()  # start while running: the segment keeps its origin
+    clock[0] += 1.0
+    sw.stop()
+    sw.stop()  # stop while stopped
+    assert sw.lap() is None  # lap while stopped
+    clock[0] += 5.0
+    sw.start()
+    clock[0] += 1.0
+    assert sw.lap() == 3.0
+    assert sw.lap_times() == [3.0]
+
+
+def test_lap_times_is_a_copy(clock):
+    sw = Stopwatch()
+    sw.start()
+    sw.lap()
+    sw.lap_times().append(99.0)
+    assert sw.lap_times() == [0.0]
+
+
+def test_phase_timer(clock):
+    t = PhaseTimer()
+    for _ in range(3):
+        with t.phase("forward"):
+            clock[0] += 1.0
+        with t.phase("attack"):
+            clock[0] += 3.0
+    assert t.totals() == {"forward": 3.0, "attack": 9.0}
+    assert t.fractions() == {"forward": 0.25, "attack": 0.75}
+    assert t.stats()["attack"].median == 3.0 and t.stats()["attack"].count == 3
+    text = format_phases(t)
+    assert "attack" in text and "75.0%" in text
+    disabled = PhaseTimer(enabled=False)
+    with disabled.phase("x"):
+        pass
+    assert disabled.totals() == {}
+
+
+def test_phase_timer_records_time_on_exception(clock):
+    t = PhaseTimer()
+    with pytest.raises(RuntimeError), t.phase("forward"):
+        clock[0] += 2.0
+        raise RuntimeError
+    assert t.totals() == {"forward": 2.0}
