@@ -163,6 +163,8 @@ def run_experiment(
     from nettle.train.data import create_dataset
     from nettle.train.loop import Trainer, resolve_device
 
+    with torch.device("meta"):  # names, options and shapes are checked before any file is written
+        build_model(cfg)
     run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
     if status == "done":
         return json.loads((run_dir / "summary.json").read_text())

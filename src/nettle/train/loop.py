@@ -71,7 +71,11 @@ def _batches(
             yield x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True)
         return
     sampler = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
-    for x, y in DataLoader(data, batch_sampler=sampler, num_workers=workers):
+    # a generator of its own, so the loader does not draw from (and shift) the global RNG
+    loader = DataLoader(
+        data, batch_sampler=sampler, num_workers=workers, generator=torch.Generator().manual_seed(0)
+    )
+    for x, y in loader:
         yield x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
 
 

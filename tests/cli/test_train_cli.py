@@ -1,0 +1,110 @@
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nettle.cli import main
+from nettle.train.checkpoint import load_checkpoint
+
+CONFIG = """
+name: kill-test
+model: {name: simple-cnn, kwargs: {width: 8}}
+data: {name: digits, batch_size: 32}
+train:
+  epochs: 3
+  seed: 3
+  device: cpu
+  checkpoint_steps: 7
+  tensorboard: false
+  optim: {name: sgd, lr: 0.05}
+  schedule: {name: cosine}
+  augment_placeholder: 0
+"""
+
+
+def _write_config(tmp_path: Path) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(CONFIG.replace("  augment_placeholder: 0\n", ""))
+    return path
+
+
+def _train(cfg: Path, out: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "nettle", "train", str(cfg), "-o", str(out), "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_sigkill_then_rerun_gives_bitwise_identical_weights(tmp_path):
+    cfg = _write_config(tmp_path)
+    reference = _train(cfg, tmp_path / "ref")
+    assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()
+    victim = _train(cfg, tmp_path / "victim")
+    last = tmp_path / "victim" / "checkpoints" / "last.pt"
+    deadline = time.time() + 60
+    while not last.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, 0.5))  # a random moment after the first checkpoint
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    rerun = _train(cfg, tmp_path / "victim")
+    assert rerun.wait(timeout=120) == 0, rerun.stderr.read().decode()
+    a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(last)["model"]
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: {epochs: 2, epochz: 3}\n", "train.epochz: unknown key"),
+        ("train: {epochs: many}\n", "train.epochs: Input should be a valid integer"),
+        ("model: {name: resnet9}\n", "unknown model 'resnet9'"),
+        ("data: {name: svhn}\n", "unknown dataset 'svhn'"),
+        ("train: [1, 2]\n", "train: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_configs_give_one_line_errors(tmp_path, capsys, text, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    code = main(["train", str(cfg), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such config file" in capsys.readouterr().err
+
+
+def test_overrides_from_the_command_line(tmp_path, capsys):
+    cfg = _write_config(tmp_path)
+    code = main(
+        [
+            "train",
+            str(cfg),
+            "-o",
+            str(tmp_path / "o"),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.checkpoint_steps=null",
+            "--json",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert '"epochs": 1' in out and '"status": "done"' in out

@@ -1,0 +1,130 @@
+import contextlib
+import json
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from nettle.config import AugmentConfig, TrainConfig
+from nettle.train.augment import build_augment
+from nettle.train.loop import Trainer, evaluate
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 6, 6, generator=g)
+    y = (x.mean((1, 2, 3)) > 0.5).long()
+    return TensorDataset(x, y)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Flatten(),
+        nn.Linear(64, 2),
+    )
+
+
+def _cfg(**kw):
+    base = {
+        "epochs": 3,
+        "device": "cpu",
+        "tensorboard": False,
+        "seed": 1,
+        "optim": {"lr": 0.1},
+        "schedule": {"name": "cosine"},
+    }
+    return TrainConfig(**(base | kw))
+
+
+def _trainer(run_dir=None, **kw):
+    aug = build_augment(AugmentConfig(crop_padding=1, flip=True))
+    return Trainer(
+        _model(), _data(), _data(32, 1), _cfg(**kw), batch_size=16, run_dir=run_dir, augment=aug
+    )
+
+
+def test_fit_records_phases_metrics_and_best(tmp_path):
+    t = _trainer(tmp_path, tensorboard=True)
+    summary = t.fit()
+    assert summary["status"] == "done" and summary["steps"] == 18
+    assert set(summary["phases"]) == {"data", "forward", "backward", "update"}
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in lines if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert {"phase_forward", "test_acc", "train_loss"} <= set(epochs[-1])
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    assert list((tmp_path / "tb").iterdir())
+    assert t.history[-1]["test_acc"] == evaluate(t.model, _data(32, 1))["acc"]
+
+
+def test_resume_mid_epoch_is_bit_exact(tmp_path):
+    full = _trainer(tmp_path / "a", checkpoint_steps=4)
+    full.fit()
+    # a second run, stopped after step 8 (a checkpoint in the middle of epoch 1 of 0..2)
+    part = _trainer(tmp_path / "b", checkpoint_steps=4)
+    part.cfg = part.cfg.model_copy(update={"epochs": 3})
+    real_step = part._step
+    calls = [0]
+
+    class Stop(Exception):
+        pass
+
+    def step_then_stop(*args):
+        real_step(*args)
+        calls[0] += 1
+        if calls[0] == 10:
+            raise Stop
+
+    part._step = step_then_stop
+    with contextlib.suppress(Stop):
+        part.fit()
+    resumed = _trainer(tmp_path / "b", checkpoint_steps=4)
+    assert resumed.resume() and resumed.state["step"] == 8
+    resumed.fit()
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(s)["epoch"] for s in lines if json.loads(s)["kind"] == "epoch"]
+    assert epochs == [1, 2, 3]  # no duplicated records after the resume
+
+
+class ListData(Dataset):
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+
+def test_dataloader_path_matches_tensor_path():
+    a = Trainer(_model(), _data(), None, _cfg(epochs=1), batch_size=16)
+    a.fit()
+    b = Trainer(_model(), ListData(_data()), None, _cfg(epochs=1), batch_size=16)
+    b.fit()
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+        torch.testing.assert_close(x, y)
+
+
+def test_trains_simple_cnn_on_digits():
+    from nettle.models import create_model
+    from nettle.train.data import create_dataset, get_dataset_info
+
+    info = get_dataset_info("digits")
+    torch.manual_seed(0)
+    model = create_model("simple-cnn", in_channels=1, mean=info.mean, std=info.std)
+    t = Trainer(
+        model,
+        create_dataset("digits"),
+        create_dataset("digits", "test"),
+        _cfg(epochs=4, optim={"lr": 0.05}),
+        batch_size=64,
+    )
+    assert t.fit()["final"]["test_acc"] >= 0.95
