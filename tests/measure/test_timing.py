@@ -78,3 +78,10 @@ def test_phase_timer_records_time_on_exception(clock):
         clock[0] += 2.0
         raise RuntimeError
     assert t.totals() == {"forward": 2.0}
+
+
+def test_phase_peak_memory_is_cuda_only():
+    t = PhaseTimer("cpu")
+    with t.phase("forward"):
+        pass
+    assert t.peak_memory() == {}

@@ -110,7 +110,8 @@ class PhaseTimer:
 
     Args:
         device: when a CUDA device, `torch.cuda.synchronize` runs before each clock read so
-            that queued kernels are charged to the phase that launched them.
+            that queued kernels are charged to the phase that launched them, and each phase's
+            peak allocated memory is recorded (`peak_memory()`).
         enabled: a disabled timer costs one attribute check per phase.
 
     Example:
@@ -127,6 +128,7 @@ class PhaseTimer:
         self._device = dev
         self.enabled = enabled
         self._phases: dict[str, PhaseStats] = {}
+        self._peaks: dict[str, int] = {}
 
     def _now(self) -> float:
         if self._sync:
@@ -139,11 +141,16 @@ class PhaseTimer:
         if not self.enabled:
             yield
             return
+        if self._sync:
+            torch.cuda.reset_peak_memory_stats(self._device)
         start = self._now()
         try:
             yield
         finally:
             self.add(name, self._now() - start)
+            if self._sync:
+                peak = torch.cuda.max_memory_allocated(self._device)
+                self._peaks[name] = max(self._peaks.get(name, 0), peak)
 
     def add(self, name: str, seconds: float) -> None:
         """Record `seconds` for phase `name` (for time measured elsewhere)."""
@@ -152,6 +159,14 @@ class PhaseTimer:
     def stats(self) -> dict[str, PhaseStats]:
         """Phase name -> its durations, in first-seen order."""
         return dict(self._phases)
+
+    def peak_memory(self) -> dict[str, int]:
+        """Phase name -> peak bytes allocated on the CUDA device during it (empty on CPU).
+
+        On the CPU per-phase peaks are not measured (use `nettle.measure.memory.MemoryMeter`
+        around a whole stage instead).
+        """
+        return dict(self._peaks)
 
     def totals(self) -> dict[str, float]:
         """Phase name -> total seconds."""
@@ -164,8 +179,9 @@ class PhaseTimer:
         return {k: (v / whole if whole > 0 else 0.0) for k, v in totals.items()}
 
     def reset(self) -> None:
-        """Forget every recorded duration."""
+        """Forget every recorded duration and peak."""
         self._phases.clear()
+        self._peaks.clear()
 
 
 def format_phases(timer: PhaseTimer) -> str:

@@ -361,6 +361,8 @@ class Trainer:
             "time": r["time"],
             "phases": self.timer.totals(),
         }
+        if self.timer.peak_memory():
+            record["phase_peak_memory"] = self.timer.peak_memory()
         if self.test_data is not None:
             t0 = time.perf_counter()
             ev = evaluate(self.model, self.test_data, self.eval_batch_size, self.device)
