@@ -1,8 +1,6 @@
-import pytest
 import torch
 
 from nettle.models.darts import DARTS, drop_path
-from nettle.nn.substitutes import list_substitutes
 
 
 def _params(model):
@@ -34,7 +32,6 @@ def test_drop_path_keeps_or_zeroes_whole_examples():
     assert torch.equal(drop_path(x, 0.2, training=False), x)
 
 
-@pytest.mark.skipif("sep" not in list_substitutes(), reason="needs the Sep substitute")
 def test_darts_sep_has_the_published_parameter_count():
     # Gray et al. 2019 (count.py): 3,349,342 parameters, auxiliary head off
     assert _params(DARTS(num_classes=10)) == 3_349_342

@@ -11,7 +11,8 @@ dispatch-level fallback (matmul/conv ops inside modules without a formula) alway
   efficient): convolution MACs without bias, plus one op per element entering an `nn.ReLU`,
   plus output elements x window for `AvgPool2d`/`MaxPool2d` modules (adaptive pooling counts
   0), plus the bias additions of `Linear` layers (`N * (weight + bias)` per Linear); batch
-  norm and other activations count 0. WRN-28-10 at 32x32: 5,245,638,922 (5.24564E+09).
+  norm and other activations count 0; a substitute whose formula gives `reference_macs` (ACDC)
+  counts that. WRN-28-10 at 32x32: 5,245,638,922 (5.24564E+09).
 - `macs+elementwise`: everything a formula reports: MACs plus bias additions, activations,
   normalisation, pooling, upsampling and other elementwise ops (close to ptflops' "MACs").
 """
@@ -38,7 +39,7 @@ def _default(module: nn.Module, cost: OpCount) -> int:
 
 @CONVENTIONS.register("deficient-efficient")
 def _deficient_efficient(module: nn.Module, cost: OpCount) -> int:
-    total = cost.macs
+    total = cost.macs if cost.reference_macs is None else cost.reference_macs
     if type(module) is nn.ReLU:
         total += cost.relu
     elif isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):

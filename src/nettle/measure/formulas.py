@@ -50,6 +50,9 @@ class OpCount:
         norm: normalisation ops (batch/layer/group norm, per element).
         upsample: interpolation ops.
         elementwise: other elementwise arithmetic (adds, scalings, gate products).
+        reference_macs: where a published counting script counts a layer differently from its
+            true multiply-adds (the deficient-efficient count of ACDC, see its docstring), that
+            script's figure; conventions reproducing the script use it. `None`: same as `macs`.
     """
 
     macs: int = 0
@@ -61,6 +64,7 @@ class OpCount:
     norm: int = 0
     upsample: int = 0
     elementwise: int = 0
+    reference_macs: int | None = None
 
     @property
     def executed(self) -> int:
@@ -73,6 +77,10 @@ class OpCount:
             a, b = getattr(self, f.name), getattr(other, f.name)
             if f.name == "executed_macs":
                 out[f.name] = None if a is None and b is None else self.executed + other.executed
+            elif f.name == "reference_macs":
+                ra = self.macs if a is None else a
+                rb = other.macs if b is None else b
+                out[f.name] = None if a is None and b is None else ra + rb
             else:
                 out[f.name] = a + b
         return OpCount(**out)
