@@ -22,8 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 __all__ = [
     "AugmentConfig",
+    "BayesConfig",
+    "CompressConfig",
     "ConfigError",
     "DataConfig",
+    "DistillConfig",
     "ExperimentConfig",
     "ModelConfig",
     "OptimConfig",
@@ -130,13 +133,40 @@ class TrainConfig(_Strict):
     tensorboard: bool = True
 
 
+class DistillConfig(_Strict):
+    """Train as a student of a teacher (`nettle.compress.distill`)."""
+
+    teacher: str = Field(description="the teacher's run dir or checkpoint file")
+    beta: float = Field(1e3, ge=0, description="attention-transfer weight")
+    alpha: float = Field(0.0, ge=0, le=1, description="Hinton KD weight (0: cross-entropy only)")
+    temperature: float = Field(4.0, gt=0)
+    load_weights: bool = Field(True, description="start from every teacher weight that fits")
+
+
+class CompressConfig(_Strict):
+    """Compression options (`nettle.compress`)."""
+
+    scaled_decay: bool = Field(
+        True, description="scale the compressed parameters' weight decay by the compression ratio"
+    )
+
+
+class BayesConfig(_Strict):
+    """Bayesian compression training (`nettle.nn.bayesian`, `nettle.compress.bayes`)."""
+
+    threshold: float = Field(-3.0, description="log-alpha pruning threshold")
+
+
 class ExperimentConfig(_Strict):
-    """One run: model + data + training. Later stages add their own sections."""
+    """One run: model + data + training, optionally distilled, compressed or Bayesian."""
 
     name: str = "run"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
+    distill: DistillConfig | None = None
+    bayes: BayesConfig | None = None
 
     @model_validator(mode="after")
     def _name_is_a_path_part(self) -> ExperimentConfig:

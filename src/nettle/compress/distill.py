@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeatureTap", "at_loss", "attention_map", "kd_loss"]
+__all__ = ["DistillObjective", "FeatureTap", "at_loss", "attention_map", "kd_loss"]
 
 
 def attention_map(x: torch.Tensor, p: int = 2) -> torch.Tensor:
@@ -116,3 +116,64 @@ class FeatureTap:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+class DistillObjective:
+    """Student loss: cross-entropy (or KD) plus attention transfer from a frozen teacher.
+
+    The teacher runs in eval mode under `no_grad` (its activations keep no graph), timed as the
+    "teacher" phase. Attention maps are taken at `layers` of both networks (same architecture:
+    the zoo's `at_layers`). The loss is 0 when the student equals the teacher and `alpha = 1`.
+
+    Args:
+        teacher: the trained teacher (moved to the student's device by the caller).
+        layers: names of the attention-transfer points, in both networks.
+        beta: attention-transfer weight (`3 * beta / len(layers)` per map).
+        alpha: KD weight; 0 trains on the labels only (the reference's setting).
+        temperature: KD temperature.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        layers: Sequence[str],
+        beta: float = 1e3,
+        alpha: float = 0.0,
+        temperature: float = 4.0,
+    ) -> None:
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.layers, self.beta, self.alpha, self.temperature = (
+            list(layers),
+            beta,
+            alpha,
+            temperature,
+        )
+        self._teacher_tap = FeatureTap(self.teacher, self.layers, detach=True)
+        self._student_tap: FeatureTap | None = None
+        self._student: nn.Module | None = None
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer):
+        from nettle.train.objectives import LossOutput
+
+        if self._student is not model:
+            if self._student_tap is not None:
+                self._student_tap.remove()
+            self._student_tap, self._student = FeatureTap(model, self.layers), model
+        with timer.phase("teacher"), torch.no_grad():
+            t_logits = self.teacher(x)
+            t_maps = self._teacher_tap.outputs
+        with timer.phase("forward"):
+            s_logits = model(x)
+            s_maps = self._student_tap.outputs
+            parts = {}
+            if self.alpha > 0:
+                task = kd_loss(s_logits, t_logits, y, self.alpha, self.temperature)
+                parts["kd"] = task.detach()
+            else:
+                task = F.cross_entropy(s_logits, y)
+                parts["ce"] = task.detach()
+            at = at_loss(s_maps, t_maps, self.beta) if self.beta > 0 else task.new_zeros(())
+            parts["at"] = at.detach()
+        return LossOutput(task + at, s_logits, parts)

@@ -36,6 +36,7 @@ __all__ = [
     "build_model",
     "default_run_dir",
     "load_run_model",
+    "load_teacher",
     "prepare_run_dir",
     "run_experiment",
 ]
@@ -165,6 +166,8 @@ def run_experiment(
 
     with torch.device("meta"):  # names, options and shapes are checked before any file is written
         build_model(cfg)
+    if cfg.distill and not Path(cfg.distill.teacher).exists():
+        raise FileNotFoundError(f"distill.teacher: {cfg.distill.teacher} does not exist")
     run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
     if status == "done":
         return json.loads((run_dir / "summary.json").read_text())
@@ -177,6 +180,9 @@ def run_experiment(
         test = create_dataset(d.name, "test", d.root, d.image_size, d.download)
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
+        objective, extras = _student(cfg, model, device) if cfg.distill else (None, {})
+        groups, plan = _decay_groups(cfg, model)
+        extras["decay"] = plan
         trainer = Trainer(
             model,
             train,
@@ -186,6 +192,8 @@ def run_experiment(
             eval_batch_size=d.eval_batch_size,
             run_dir=run_dir,
             augment=build_augment(d.augment),
+            objective=objective,
+            param_groups=groups,
             config_record=cfg.model_dump(mode="json"),
             progress=progress,
             num_workers=d.num_workers,
@@ -196,9 +204,65 @@ def run_experiment(
             summary = trainer.fit()
         except NonFiniteLossError as exc:
             summary = trainer.summary() | {"status": "nonfinite", "error": str(exc)}
-            _write_summary(run_dir, summary, model, cfg, setup, resumed)
+            _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
             raise
-    return _write_summary(run_dir, summary, model, cfg, setup, resumed)
+    return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
+
+
+def load_teacher(path: str | Path) -> nn.Module:
+    """A trained model from a run dir or from a checkpoint file (which holds its config)."""
+    from nettle.train.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        return load_run_model(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"distill.teacher: {path} is neither a run dir nor a checkpoint")
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("config"):
+        raise ValueError(f"{path}: the checkpoint holds no config to rebuild the teacher from")
+    model = build_model(load_config_dict(ckpt["config"], source=str(path)))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def _student(
+    cfg: ExperimentConfig, model: nn.Module, device: torch.device
+) -> tuple[Any, dict[str, Any]]:
+    from nettle.compress.distill import DistillObjective
+    from nettle.compress.substitute import load_matching
+
+    dist = cfg.distill
+    teacher = load_teacher(dist.teacher).to(device)
+    layers = list(getattr(model, "at_layers", []))
+    missing = [n for n in layers if n not in dict(teacher.named_modules())]
+    if not layers or missing:
+        raise ValueError(
+            f"distill: the teacher lacks the student's attention points {missing or '(none set)'}"
+        )
+    info: dict[str, Any] = {"teacher": str(dist.teacher), "at_layers": layers}
+    if dist.load_weights:
+        report = load_matching(model, teacher.state_dict())
+        info.update(
+            loaded=len(report.loaded), not_loaded=report.shape_mismatch + report.missing_in_teacher
+        )
+    objective = DistillObjective(teacher, layers, dist.beta, dist.alpha, dist.temperature)
+    return objective, {"distill": info}
+
+
+def _decay_groups(cfg: ExperimentConfig, model: nn.Module) -> tuple[Any, dict[str, Any]]:
+    from nettle.compress.decay import compression_ratio, scaled_decay_groups
+
+    wd = cfg.train.optim.weight_decay
+    if cfg.model.conv is None:
+        return None, {"weight_decay": wd, "ratio": 1.0, "scaled": False}
+    with torch.device("meta"):
+        reference = build_model(
+            cfg.model_copy(update={"model": cfg.model.model_copy(update={"conv": None})})
+        )
+    ratio = compression_ratio(model, reference)
+    groups, plan = scaled_decay_groups(model, wd, ratio, enabled=cfg.compress.scaled_decay)
+    return groups, plan.as_dict() | {"scaled": cfg.compress.scaled_decay}
 
 
 def _write_summary(
