@@ -52,3 +52,39 @@ def test_errors_name_the_problem():
         solve_budget(_lowrank_net, "Sep", 1e5)
     with pytest.raises(ValueError, match="needs the input shape"):
         solve_budget(_lowrank_net, "Generic", 1e5, metric="macs")
+
+
+@pytest.mark.parametrize(
+    ("conv", "budget"),
+    [
+        ("Generic", 3e5),
+        ("SepHashed", 2e5),
+        ("TensorTrain", 2.5e5),
+        ("Tucker", 3e5),
+        ("Hashed", 1e6),
+    ],
+)
+def test_real_network_budgets_within_one_percent(conv, budget):
+    import torch
+
+    from nettle.models import create_model
+
+    def build(spec):
+        with torch.device("meta"):
+            return create_model("wrn-16-4", conv=spec)
+
+    result = solve_budget(build, conv, budget)
+    assert result.reachable and abs(result.relative_error) < 0.01, result
+
+
+def test_count_cli_budget_json(capsys):
+    import json
+
+    from nettle.cli import main
+
+    assert main(["count", "wrn-16-4", "--conv", "Generic", "--budget", "3e5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["budget"]["reachable"] and abs(out["params"] - 3e5) / 3e5 < 0.01
+    assert out["budget"]["conv"].startswith("generic_")
+    assert main(["count", "wrn-16-4", "--budget", "3e5"]) == 2
+    assert "--budget needs --conv" in capsys.readouterr().err

@@ -43,6 +43,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="counting convention (default, deficient-efficient, macs+elementwise)",
     )
     p.add_argument("--depth", type=int, default=None, help="aggregate the table to this name depth")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="find the --conv setting whose network has this many parameters",
+    )
+    budget.add_argument(
+        "--budget-macs",
+        type=float,
+        default=None,
+        help="find the --conv setting whose network has this many MACs",
+    )
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=run)
 
@@ -54,13 +67,20 @@ def run(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input)
     classes = args.num_classes
     if classes is None:
-        classes = (
-            1000 if args.model.lower() in {"resnet18", "resnet34", "resnet50", "wrn-50-2"} else 10
-        )
-    model = create_model(args.model, num_classes=classes, in_channels=shape[0], conv=args.conv)
+        imagenet = {"resnet18", "resnet34", "resnet50", "wrn-50-2"}
+        classes = 1000 if args.model.lower() in imagenet else 10
+    solved = None
+    conv = args.conv
+    if args.budget is not None or args.budget_macs is not None:
+        solved = _solve(args, shape, classes)
+        conv = solved.conv
+    model = create_model(args.model, num_classes=classes, in_channels=shape[0], conv=conv)
     report = count(model, shape, convention=args.convention)
     if args.json:
-        print(json.dumps(report.to_dict()))
+        out = report.to_dict()
+        if solved is not None:
+            out["budget"] = solved.to_dict()
+        print(json.dumps(out))
         return 0
     table = Table(
         title=f"{args.model} on {args.input} ({report.convention} convention, per example)"
@@ -90,6 +110,27 @@ def run(args: argparse.Namespace) -> int:
     )
     console = Console()
     console.print(table)
+    if solved is not None:
+        verdict = "meets" if solved.reachable else "cannot reach"
+        console.print(
+            f"budget {solved.target:,.0f} {solved.metric}: {verdict} it with [bold]{solved.conv}[/bold] "
+            f"-> {solved.achieved:,} ({solved.relative_error:+.2%}), {solved.evaluations} networks built"
+        )
     for u in report.unsupported:
         console.print(f"[yellow]unsupported:[/yellow] {u}")
     return 0
+
+
+def _solve(args: argparse.Namespace, shape: tuple[int, ...], classes: int):
+    from nettle.compress.budget import solve_budget
+    from nettle.models import create_model
+
+    if not args.conv:
+        raise ValueError("--budget needs --conv NAME (without a setting), e.g. --conv Generic")
+
+    def build(conv: str):
+        return create_model(args.model, num_classes=classes, in_channels=shape[0], conv=conv)
+
+    if args.budget is not None:
+        return solve_budget(build, args.conv, args.budget)
+    return solve_budget(build, args.conv, args.budget_macs, metric="macs", input_shape=shape)
