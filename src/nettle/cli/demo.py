@@ -14,11 +14,12 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="train, count and report on the offline digits data",
-        description="Train a teacher on the digits data, count its cost and write a report.",
+        help="train a teacher and budgeted students on the offline digits data, then report",
+        description="Train a teacher, distil two substituted students at a parameter budget, "
+        "count every model and write an HTML and Markdown report.",
     )
     p.add_argument("-o", "--out", default="runs/demo", help="folder of the demo (runs/demo)")
-    p.add_argument("--epochs", type=int, default=None, help="teacher epochs (default 15)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every run (default 15)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -30,12 +31,28 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
 
     def progress(stage: str, info: dict[str, Any]) -> None:
-        if stage in {"teacher", "count", "report"}:
+        if stage in {"teacher", "student", "report"}:
             console.log(f"[bold]{stage}[/bold] {info}")
 
     result = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=progress)
     if args.json:
-        print(json.dumps({"report": str(result.report), "root": str(result.root)}))
+        print(
+            json.dumps(
+                {
+                    "report": str(result.report),
+                    "html": str(result.html),
+                    "root": str(result.root),
+                    "runs": result.records,
+                },
+                default=str,
+            )
+        )
     else:
-        Console().print(f"report: [bold]{result.report}[/bold]")
+        out = Console()
+        for r in result.records:
+            out.print(
+                f"{r['name']:<18} {r['conv']:<22} params {r['params']:>7,}  MACs "
+                f"{r['macs']:>10,}  test acc {100 * (r['test_acc'] or 0):.1f}%"
+            )
+        out.print(f"report: [bold]{result.html}[/bold] and {result.report}")
     return 0

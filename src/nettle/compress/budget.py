@@ -36,7 +36,7 @@ SETTING_RANGES: dict[str, tuple[str, float, float, bool]] = {
     "tensortrain": ("float", 1e-3, 1.0, True),
     "tucker": ("float", 1e-3, 1.0, True),
     "cp": ("float", 1e-3, 1.0, True),
-    "acdc": ("int", 1, 128, True),
+    "acdc": ("int", 2, 128, True),
     "shuffle": ("int", 1, 64, False),
 }
 

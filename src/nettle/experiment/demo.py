@@ -1,13 +1,21 @@
-"""The main job: train a teacher on the offline digits data, count it, write a report.
+"""The main job: teacher, budgeted students, cost, report, on the offline digits data.
 
-`run_demo` is what `nettle demo` calls. Every stage goes through the same library functions a
-user would call (`run_experiment`, `count`), and every run lives in its own run dir under
-`root`, so a second invocation resumes or reuses finished runs instead of redoing them.
+`run_demo` is what `nettle demo` calls:
+
+1. train a teacher (`simple-cnn` on `digits`);
+2. for two substitutes (low rank, hashed), find with the budget solver the setting whose student
+   has a quarter of the teacher's parameters, and distil each student from the teacher
+   (attention transfer, beta 50: see `DEMO_BETA`);
+3. count every model (parameters, theoretical and executed multiply-adds);
+4. write the report: `report.html` (table, error-vs-cost plots with the Pareto front, learning
+   curves) and `report.md` (the same as a research-log entry, plus where the time went).
+
+Every stage goes through the library functions a user would call, and every run lives in its
+own run dir under `root`, so a second invocation reuses finished runs instead of redoing them.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 from collections.abc import Callable
@@ -20,9 +28,15 @@ import torch
 from nettle.config import ExperimentConfig, load_config_dict
 from nettle.measure import CostReport, count
 
-__all__ = ["DemoResult", "demo_teacher_config", "format_demo_report", "run_demo"]
+__all__ = ["DemoResult", "demo_config", "run_demo"]
 
 log = logging.getLogger(__name__)
+
+STUDENT_SUBSTITUTES = ("Generic", "Hashed")
+BUDGET_FRACTION = 1 / 4
+# Attention transfer averages squared map differences over positions, so its scale grows as
+# maps shrink: beta = 1e3 is tuned for 32x32 CIFAR maps; the 8x8 and 4x4 digits maps need less.
+DEMO_BETA = 50.0
 
 
 @dataclass
@@ -31,17 +45,21 @@ class DemoResult:
 
     root: Path
     report: Path
-    teacher_dir: Path
-    teacher: dict[str, Any]
-    cost: CostReport
-    extras: dict[str, Any] = field(default_factory=dict)
+    html: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
-def demo_teacher_config(epochs: int | None = None, seed: int = 0) -> ExperimentConfig:
-    """The teacher of the demo: `simple-cnn` on `digits` (about 20 s on 2 CPU cores)."""
-    tree = {
-        "name": "teacher",
-        "model": {"name": "simple-cnn"},
+def demo_config(
+    name: str,
+    epochs: int | None = None,
+    seed: int = 0,
+    conv: str | None = None,
+    teacher: Path | None = None,
+) -> ExperimentConfig:
+    """A demo run: `simple-cnn` on `digits` (about 10 s on 2 CPU cores)."""
+    tree: dict[str, Any] = {
+        "name": name,
+        "model": {"name": "simple-cnn", "conv": conv},
         "data": {"name": "digits", "batch_size": 64},
         "train": {
             "epochs": 15 if epochs is None else epochs,
@@ -51,13 +69,48 @@ def demo_teacher_config(epochs: int | None = None, seed: int = 0) -> ExperimentC
             "schedule": {"name": "cosine"},
         },
     }
-    return load_config_dict(tree, source="demo teacher")
+    if teacher is not None:
+        tree["distill"] = {"teacher": str(teacher), "beta": DEMO_BETA}
+    return load_config_dict(tree, source=f"demo {name}")
 
 
-def _load_trained_model(run_dir: Path, cfg: ExperimentConfig) -> torch.nn.Module:
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("kind") == "epoch"]
+
+
+def _record(
+    name: str, cfg: ExperimentConfig, run_dir: Path, summary: dict[str, Any]
+) -> dict[str, Any]:
     from nettle.experiment.run import load_run_model
 
-    return load_run_model(run_dir, cfg)
+    model = load_run_model(run_dir, cfg)
+    cost: CostReport = count(model, (1, 8, 8))
+    return {
+        "name": name,
+        "conv": cfg.model.conv or "Conv",
+        "params": cost.params,
+        "macs": cost.macs,
+        "macs_executed": cost.macs_executed,
+        "test_acc": summary.get("best_test_acc"),
+        "history": _history(run_dir),
+        "run_dir": str(run_dir),
+        "phases": summary.get("phases", {}),
+    }
+
+
+def _student_setting(substitute: str, budget: float) -> Any:
+    from nettle.compress.budget import solve_budget
+    from nettle.models import create_model
+
+    def build(conv: str) -> torch.nn.Module:
+        with torch.device("meta"):
+            return create_model("simple-cnn", in_channels=1, conv=conv)
+
+    return solve_budget(build, substitute, budget)
 
 
 def run_demo(
@@ -71,114 +124,63 @@ def run_demo(
 
     Args:
         root: folder of the demo's runs and report.
-        epochs: training epochs of the teacher (default 15).
+        epochs: training epochs of every model (default 15).
         seed: seed of every run.
         progress: optional callback `(stage, info)` for a progress display.
     """
+    from nettle.experiment.report import write_report
     from nettle.experiment.run import run_experiment
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     notify = progress or (lambda stage, info: None)
 
-    cfg = demo_teacher_config(epochs=epochs, seed=seed)
-    teacher_dir = root / cfg.name
+    teacher_cfg = demo_config("teacher", epochs, seed)
+    teacher_dir = root / "teacher"
     notify("teacher", {"run_dir": str(teacher_dir)})
-    summary = run_experiment(cfg, run_dir=teacher_dir, progress=progress)
-
-    notify("count", {"model": cfg.model.name})
-    model = _load_trained_model(teacher_dir, cfg)
-    x, _ = _example_input(cfg)
-    cost = count(model, tuple(x.shape))
-
-    report = root / "report.md"
-    text = format_demo_report(cfg, summary, cost, teacher_dir)
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(report)
-    (root / "demo.json").write_text(
-        json.dumps({"teacher": summary, "cost": cost.to_dict()}, indent=2, default=str)
-    )
-    notify("report", {"path": str(report)})
-    return DemoResult(root, report, teacher_dir, summary, cost)
-
-
-def _example_input(cfg: ExperimentConfig) -> tuple[torch.Tensor, int]:
-    from nettle.train.data import create_dataset
-
-    ds = create_dataset(
-        cfg.data.name, split="test", root=cfg.data.root, image_size=cfg.data.image_size
-    )
-    x, y = ds[0]
-    return x, int(y)
-
-
-def _metric(summary: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        node: Any = summary
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            return node
-    return None
-
-
-def format_demo_report(
-    cfg: ExperimentConfig, summary: dict[str, Any], cost: CostReport, teacher_dir: Path
-) -> str:
-    """The demo's Markdown report."""
-    acc = _metric(summary, "best_test_acc", "final.test_acc", "test_acc")
-    lines = [
-        f"# nettle demo: {_dt.date.today().isoformat()}",
-        "",
-        f"Teacher `{cfg.model.name}` trained on `{cfg.data.name}` for {cfg.train.epochs} epochs "
-        f"(seed {cfg.train.seed}); run dir `{teacher_dir}`.",
-        "",
-        "## Models",
-        "",
-        "| model | params | MACs (default) | MACs executed | test accuracy |",
-        "|---|---:|---:|---:|---:|",
-        f"| teacher ({cfg.model.name}) | {cost.params:,} | {cost.macs:,} | "
-        f"{cost.macs_executed:,} | {_pct(acc)} |",
-        "",
-        "MACs are multiply-adds per example (one fused multiply-add = 1 MAC) of conv, linear and "
-        "matmul ops, by the `default` counting convention.",
-        "",
+    records = [
+        _record("teacher", teacher_cfg, teacher_dir, run_experiment(teacher_cfg, teacher_dir))
     ]
-    phases = _metric(summary, "phases", "timing.phases")
-    if isinstance(phases, dict) and phases:
-        whole = sum(float(v) for v in phases.values()) or 1.0
-        lines += [
-            "## Where the training time went",
-            "",
-            "| phase | seconds | share |",
-            "|---|---:|---:|",
+
+    budget = records[0]["params"] * BUDGET_FRACTION
+    notes = []
+    for substitute in STUDENT_SUBSTITUTES:
+        solved = _student_setting(substitute, budget)
+        name = f"student-{substitute.lower()}"
+        notes.append(
+            f"{name}: {solved.conv} meets the budget of {budget:,.0f} parameters with "
+            f"{solved.achieved:,} ({solved.relative_error:+.1%}); distilled from the teacher "
+            f"with attention transfer (beta {DEMO_BETA:g})."
+        )
+        cfg = demo_config(name, epochs, seed, conv=solved.conv, teacher=teacher_dir)
+        notify("student", {"name": name, "conv": solved.conv})
+        summary = run_experiment(cfg, root / name)
+        records.append(_record(name, cfg, root / name, summary))
+
+    notify("report", {"root": str(root)})
+    files = write_report(
+        records,
+        root,
+        title="nettle demo: cheap students of a digits teacher",
+        commands=["nettle demo", "nettle count simple-cnn --input 1x8x8"],
+        notes=notes,
+    )
+    _append_timing(files.markdown, records)
+    (root / "demo.json").write_text(json.dumps(records, indent=2, default=str))
+    return DemoResult(root, files.markdown, files.html, records)
+
+
+def _append_timing(path: Path, records: list[dict[str, Any]]) -> None:
+    lines = ["", "Where the training time went (seconds, share of the step):", ""]
+    phases = sorted({p for r in records for p in r["phases"]})
+    lines += ["| run | " + " | ".join(phases) + " |", "|---|" + "---:|" * len(phases)]
+    for r in records:
+        whole = sum(r["phases"].values()) or 1.0
+        cells = [
+            f"{r['phases'].get(p, 0.0):.2f} ({r['phases'].get(p, 0.0) / whole:.0%})" for p in phases
         ]
-        for name, secs in phases.items():
-            lines.append(f"| {name} | {float(secs):.2f} | {float(secs) / whole:.1%} |")
-        lines.append("")
-    lines += [
-        "## Cost by module (teacher)",
-        "",
-        "| module | type | params | MACs |",
-        "|---|---|---:|---:|",
-    ]
-    for row in cost.modules:
-        r = row if isinstance(row, dict) else row.__dict__
-        if r.get("macs", 0) or r.get("params", 0):
-            lines.append(f"| `{r['name']}` | {r['type']} | {r['params']:,} | {r['macs']:,} |")
-    lines += [
-        "",
-        "## Reproduce",
-        "",
-        "```",
-        "nettle demo",
-        f"nettle count {cfg.model.name} --input {'x'.join(str(s) for s in cost.input_shape)}",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    text = path.read_text() + "\n".join(lines) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
