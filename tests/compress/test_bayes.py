@@ -174,3 +174,28 @@ def test_threshold_count_mismatch_is_an_error():
         group_masks(_lenet_like(), [-3.0, -3.0, -3.0])
     with pytest.raises(ValueError, match="no Bayesian layers"):
         compress_bayesian(nn.Linear(2, 2))
+
+
+def test_bayesian_run_on_digits_reports_compression(tmp_path):
+    from nettle.config import load_config_dict
+    from nettle.experiment.run import run_experiment
+
+    cfg = load_config_dict(
+        {
+            "name": "bayes",
+            "model": {"name": "bayes-lenet"},
+            "bayes": {"threshold": -3.0},
+            "train": {
+                "epochs": 2,
+                "device": "cpu",
+                "tensorboard": False,
+                "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
+            },
+        }
+    )
+    summary = run_experiment(cfg, tmp_path / "run")
+    bayes = summary["bayes"]
+    assert bayes["architecture_factor"] >= 1.0 and bayes["bit_precision_factor"] > 1.0
+    assert 0.0 <= bayes["accuracy_reduced"] <= 1.0
+    assert bayes["text"].startswith("architecture compression factor")
+    assert [row["name"] for row in bayes["layers"]] == ["net.0", "net.3", "net.7", "net.9"]

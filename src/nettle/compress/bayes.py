@@ -32,6 +32,7 @@ from nettle.nn.bayesian import BayesianLayer, Conv2dGroupNJ, LinearGroupNJ
 
 __all__ = [
     "BayesCompression",
+    "BayesObjective",
     "LayerCompression",
     "apply_compression",
     "bayesian_layers",
@@ -219,3 +220,34 @@ def format_compression(report: BayesCompression) -> str:
             f"{f'{r.weights_kept}/{r.weights}':>14} {r.sparsity:>9.1%} {r.significand_bits:>5d}"
         )
     return "\n".join(lines)
+
+
+class BayesObjective:
+    """Variational loss: cross-entropy + KL / (number of training examples).
+
+    The KL of the whole model is scaled by the number of *examples* (not minibatches), so the
+    per-batch loss is an unbiased estimate of the negative ELBO per example; after every
+    optimiser step the layers' variances are clipped (`clip_var`).
+    """
+
+    def __init__(self, num_examples: int) -> None:
+        if num_examples < 1:
+            raise ValueError(f"num_examples must be positive, got {num_examples}")
+        self.num_examples = num_examples
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer):
+        import torch.nn.functional as F
+
+        from nettle.nn.bayesian import bayesian_kl
+        from nettle.train.objectives import LossOutput
+
+        with timer.phase("forward"):
+            logits = model(x)
+            ce = F.cross_entropy(logits, y)
+            kl = bayesian_kl(model) / self.num_examples
+        return LossOutput(ce + kl, logits, {"ce": ce.detach(), "kl": kl.detach()})
+
+    def after_step(self, model: nn.Module) -> None:
+        from nettle.nn.bayesian import clip_variances
+
+        clip_variances(model)

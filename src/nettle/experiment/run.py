@@ -181,6 +181,12 @@ def run_experiment(
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
         objective, extras = _student(cfg, model, device) if cfg.distill else (None, {})
+        if cfg.bayes is not None:
+            if cfg.distill is not None:
+                raise ValueError("bayes and distill cannot be combined in one run")
+            from nettle.compress.bayes import BayesObjective
+
+            objective = BayesObjective(len(train))
         groups, plan = _decay_groups(cfg, model)
         extras["decay"] = plan
         trainer = Trainer(
@@ -206,6 +212,8 @@ def run_experiment(
             summary = trainer.summary() | {"status": "nonfinite", "error": str(exc)}
             _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
             raise
+        if cfg.bayes is not None:
+            extras["bayes"] = _bayes_report(cfg, model, test, d.eval_batch_size)
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
 
 
@@ -248,6 +256,22 @@ def _student(
         )
     objective = DistillObjective(teacher, layers, dist.beta, dist.alpha, dist.temperature)
     return objective, {"distill": info}
+
+
+def _bayes_report(cfg: ExperimentConfig, model: nn.Module, test: Any, batch: int) -> dict[str, Any]:
+    """Prune and reduce precision, measure accuracy, then put the model back as trained."""
+    from nettle.compress.bayes import apply_compression, compress_bayesian, format_compression
+    from nettle.nn.bayesian import BayesianLayer
+    from nettle.train.loop import evaluate
+
+    report, masks, bits = compress_bayesian(model, cfg.bayes.threshold)
+    apply_compression(model, masks, bits)
+    report.accuracy_reduced = evaluate(model, test, batch)["acc"]
+    for m in model.modules():
+        if isinstance(m, BayesianLayer):
+            m.deterministic = False
+            m.set_compressed(None)
+    return report.to_dict() | {"text": format_compression(report)}
 
 
 def _decay_groups(cfg: ExperimentConfig, model: nn.Module) -> tuple[Any, dict[str, Any]]:
