@@ -156,3 +156,33 @@ def test_heavy_op_without_flop_formula_is_reported():
     r = count(nn.Sequential(Spectral()), (16,))
     assert r.macs == 0
     assert any(u.startswith("aten._fft_r2c in 0") for u in r.unsupported), r.unsupported
+
+
+def test_dispatch_counts_through_module_lists_are_not_doubled():
+    class Mat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x):
+            return x @ self.w
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Mat(), Mat()])  # a container that is never called
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    r = count(Holder(), (4,))
+    assert r.macs == 2 * 16
+    assert sorted(row.name for row in r.modules) == ["blocks.0", "blocks.1"]
+
+
+def test_darts_reference_mult_adds():
+    # Gray et al. 2019, count.py at HEAD: DARTS (Sep, C=36, 20 cells) 5.37400E+08
+    r = count(create_model("darts"), (3, 32, 32), "deficient-efficient")
+    assert f"{r.macs:.5E}" == "5.37400E+08" and r.params == 3_349_342

@@ -232,13 +232,19 @@ def _dispatch_rows(
     def total(name: str) -> int:
         return sum(flops.get(f"{root}.{name}" if name else root, {}).values())
 
+    def called_below(name: str, module: nn.Module) -> list[str]:
+        """The nearest called descendants (looking through containers never called)."""
+        out = []
+        for child, sub in module.named_children():
+            full = f"{name}.{child}" if name else child
+            out += [full] if full in called else called_below(full, sub)
+        return out
+
     rows = {}
     for name, module in model.named_modules():
         if name not in called or name in skip:
             continue
-        own = total(name) - sum(
-            total(f"{name}.{child}" if name else child) for child, _ in module.named_children()
-        )
+        own = total(name) - sum(total(child) for child in called_below(name, module))
         if own > 0:
             params = sum(q.numel() for q in module.parameters(recurse=False))
             rows[name] = ModuleCost(
