@@ -56,6 +56,9 @@ class ModelConfig(_Strict):
     in_channels: int | None = Field(None, ge=1, description="default: the data set's")
     conv: str | None = Field(None, description="substitute for the convolutions, e.g. 'Sep'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra model arguments")
+    checkpoint_blocks: bool = Field(
+        False, description="recompute block activations in the backward pass (saves memory)"
+    )
 
 
 class AugmentConfig(_Strict):

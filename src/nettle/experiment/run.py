@@ -131,7 +131,7 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
     from nettle.train.data import get_dataset_info
 
     info = get_dataset_info(cfg.data.name, cfg.data.root, cfg.data.image_size)
-    return create_model(
+    model = create_model(
         cfg.model.name,
         num_classes=cfg.model.num_classes or info.num_classes,
         in_channels=cfg.model.in_channels or info.in_channels,
@@ -140,6 +140,11 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
         std=info.std,
         **cfg.model.kwargs,
     )
+    if cfg.model.checkpoint_blocks:
+        from nettle.nn.checkpointing import checkpoint_blocks
+
+        checkpoint_blocks(model)
+    return model
 
 
 def _seed_everything(seed: int) -> None:
