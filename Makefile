@@ -28,6 +28,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/count_speed.py
+	$(BIN)/python bench/substitutes.py
+	$(BIN)/python bench/checkpointing.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

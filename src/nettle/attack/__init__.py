@@ -1,1 +1,9 @@
-"""nettle.attack."""
+"""Batched adversarial attacks: `create_attack(name, model, **config)`, one file per attack."""
+
+from nettle.attack import cw as _cw
+from nettle.attack import fgsm as _fgsm
+from nettle.attack import pgd as _pgd
+from nettle.attack.base import ATTACKS, Attack, AttackResult, create_attack, list_attacks
+
+__all__ = ["ATTACKS", "Attack", "AttackResult", "create_attack", "list_attacks"]
+del _cw, _fgsm, _pgd
