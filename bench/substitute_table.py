@@ -161,10 +161,11 @@ NOTES = [
     " factors for `ACDC_n`, strided layers counted at their input size); the log's older"
     " 7.99262E+08 for WRN-28-10 ACDC used a rule that fell back to the dense 1x1 cost when"
     " cheaper.",
-    "Executed MACs of ACDC equal the counted ones: the FFT-based DCTs do about that many"
-    " operations (an FFT is not a multiply-add chain, so this is the reference's estimate);"
-    " hashed layers execute the dense convolution; TT/Tucker/CP add the rebuild of their"
-    " Co x Ci matrix once per forward pass.",
+    "Executed MACs: ACDC applies its FFT chain to the N basis vectors once per forward pass and"
+    " then runs the N x N map as a 1x1 convolution when a batch has more positions than"
+    " channels (cheaper below about 600 channels, the crossover the reference's log notes), so"
+    " it executes the dense 1x1 cost plus the chain; hashed layers execute the dense"
+    " convolution; TT/Tucker/CP add the rebuild of their Co x Ci matrix once per forward pass.",
 ]
 
 

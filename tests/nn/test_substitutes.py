@@ -188,3 +188,13 @@ def test_bad_settings_are_errors():
         create_conv("Sep_2", 4, 4, 3)
     with pytest.raises(ValueError, match="multiple of in_channels"):
         create_conv("LR_0.5", 6, 8, 3)
+
+
+def test_acdc_basis_path_equals_per_position_path():
+    torch.manual_seed(0)
+    layer = ACDC(8, 16, 3, stride=2, padding=1, factors=3).double()
+    x = torch.rand(2, 8, 5, 5, dtype=torch.float64)
+    dense_path = layer(x)  # 18 positions > 16 channels: the basis path
+    h = layer.depthwise(x).repeat(1, 2, 1, 1)
+    per_position = layer.structured(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(dense_path, per_position)
