@@ -4,6 +4,16 @@ from nettle.attack import cw as _cw
 from nettle.attack import fgsm as _fgsm
 from nettle.attack import pgd as _pgd
 from nettle.attack.base import ATTACKS, Attack, AttackResult, create_attack, list_attacks
+from nettle.attack.evaluate import RobustnessResult, evaluate_robustness, format_robustness
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "create_attack", "list_attacks"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackResult",
+    "RobustnessResult",
+    "create_attack",
+    "evaluate_robustness",
+    "format_robustness",
+    "list_attacks",
+]
 del _cw, _fgsm, _pgd

@@ -122,8 +122,10 @@ class Attack:
         """Gradient of the summed loss w.r.t. `x` only, and the per-example loss."""
         x = x.detach().requires_grad_(True)
         loss = self.loss(self.model(x), y, target)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-        return grad, loss.detach()
+        if not loss.requires_grad:  # the model does not let gradients reach its input
+            return torch.zeros_like(x), loss.detach()
+        (grad,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+        return (torch.zeros_like(x) if grad is None else grad), loss.detach()
 
 
 def create_attack(name: str, model: nn.Module, **config: Any) -> Attack:
