@@ -35,3 +35,21 @@ def test_drop_path_keeps_or_zeroes_whole_examples():
 def test_darts_sep_has_the_published_parameter_count():
     # Gray et al. 2019 (count.py): 3,349,342 parameters, auxiliary head off
     assert _params(DARTS(num_classes=10)) == 3_349_342
+
+
+def test_drop_path_schedule_and_auxiliary_loss():
+    from nettle.measure.timing import PhaseTimer
+    from nettle.train.objectives import CrossEntropy
+
+    torch.manual_seed(0)
+    model = DARTS(conv="Conv", channels=8, layers=5, auxiliary=True, drop_path_prob=0.2)
+    model.on_epoch_start(5, 10)
+    assert model.drop_path_prob == 0.1
+    out = CrossEntropy()(
+        model.train(), torch.rand(2, 3, 32, 32), torch.tensor([1, 2]), PhaseTimer()
+    )
+    assert "aux" in out.parts
+    expected = (
+        torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 2])) + 0.4 * out.parts["aux"]
+    )
+    torch.testing.assert_close(out.loss, expected)

@@ -202,7 +202,8 @@ class DARTS(nn.Module):
         channels: initial channels C (36).
         layers: number of cells (20).
         auxiliary: build the auxiliary head (used only in training mode).
-        drop_path_prob: drop-path probability; a schedule may change `model.drop_path_prob`.
+        drop_path_prob: the final drop-path probability; the Trainer calls `on_epoch_start`,
+            which raises it linearly from 0 (`drop_path_max * epoch / epochs`).
         genotype: the cells (DARTS-V2).
     """
 
@@ -219,7 +220,7 @@ class DARTS(nn.Module):
     ) -> None:
         super().__init__()
         conv_class = get_conv_class(conv if conv is not None else "Sep")
-        self.drop_path_prob = drop_path_prob
+        self.drop_path_prob = self.drop_path_max = drop_path_prob
         self.aux_logits: torch.Tensor | None = None
         c_curr = 3 * channels
         self.stem = nn.Sequential(
@@ -246,6 +247,10 @@ class DARTS(nn.Module):
         self.classifier = nn.Linear(c_prev, num_classes)
         # attention maps: the outputs of the cells just before each reduction cell
         self.at_layers = [f"cells.{i - 1}" for i in self.reduction_indices]
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """The drop-path schedule: linear from 0 to `drop_path_max` over training."""
+        self.drop_path_prob = self.drop_path_max * epoch / max(epochs, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.aux_logits = None

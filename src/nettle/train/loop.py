@@ -292,6 +292,9 @@ class Trainer:
         hook = getattr(self.objective, "on_epoch_start", None)
         if callable(hook) and self.state["batch"] == 0:
             hook(epoch, self.cfg.epochs)
+        for m in self.model.modules():  # model-side schedules (e.g. DARTS drop-path)
+            if callable(getattr(m, "on_epoch_start", None)):
+                m.on_epoch_start(epoch, self.cfg.epochs)
         self.timer.reset()
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(self.train_data), generator=g)

@@ -20,7 +20,7 @@ from torch import nn
 
 from nettle.measure.timing import PhaseTimer
 
-__all__ = ["CrossEntropy", "LossOutput", "Objective"]
+__all__ = ["CrossEntropy", "LossOutput", "Objective", "auxiliary_logits"]
 
 
 @dataclass
@@ -40,11 +40,23 @@ class Objective(Protocol):
     ) -> LossOutput: ...
 
 
-class CrossEntropy:
-    """Cross-entropy on the model's logits (with optional label smoothing)."""
+def auxiliary_logits(model: nn.Module) -> torch.Tensor | None:
+    """Logits of an auxiliary head from the last forward pass (e.g. DARTS), if any."""
+    for m in model.modules():
+        aux = getattr(m, "aux_logits", None)
+        if isinstance(aux, torch.Tensor):
+            return aux
+    return None
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+
+class CrossEntropy:
+    """Cross-entropy on the model's logits (with optional label smoothing), plus
+    `aux_weight` times the cross-entropy of an auxiliary head when the model has one (DARTS:
+    0.4, as Liu et al. 2019)."""
+
+    def __init__(self, label_smoothing: float = 0.0, aux_weight: float = 0.4) -> None:
         self.label_smoothing = label_smoothing
+        self.aux_weight = aux_weight
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
@@ -52,4 +64,10 @@ class CrossEntropy:
         with timer.phase("forward"):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        return LossOutput(loss, logits)
+            parts = {}
+            aux = auxiliary_logits(model) if model.training else None
+            if aux is not None and self.aux_weight:
+                aux_loss = F.cross_entropy(aux, y, label_smoothing=self.label_smoothing)
+                loss = loss + self.aux_weight * aux_loss
+                parts["aux"] = aux_loss.detach()
+        return LossOutput(loss, logits, parts)
