@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "AdversarialConfig",
     "AugmentConfig",
     "BayesConfig",
     "CompressConfig",
@@ -160,6 +161,18 @@ class BayesConfig(_Strict):
     threshold: float = Field(-3.0, description="log-alpha pruning threshold")
 
 
+class AdversarialConfig(_Strict):
+    """Adversarial training (`nettle.train.adversarial`); inputs in [0, 1], L-infinity."""
+
+    mode: Literal["madry", "free", "fast"] = "madry"
+    eps: float = Field(8 / 255, gt=0)
+    alpha: float | None = Field(
+        None, gt=0, description="step size (madry: eps/4, fast: 1.25*eps, free: eps)"
+    )
+    steps: int = Field(7, ge=1, description="madry: PGD steps per example")
+    replays: int = Field(4, ge=1, description="free: times each minibatch is replayed")
+
+
 class ExperimentConfig(_Strict):
     """One run: model + data + training, optionally distilled, compressed or Bayesian."""
 
@@ -170,6 +183,7 @@ class ExperimentConfig(_Strict):
     compress: CompressConfig = Field(default_factory=CompressConfig)
     distill: DistillConfig | None = None
     bayes: BayesConfig | None = None
+    adversarial: AdversarialConfig | None = None
 
     @model_validator(mode="after")
     def _name_is_a_path_part(self) -> ExperimentConfig:

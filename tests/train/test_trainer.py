@@ -74,8 +74,8 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path):
     class Stop(Exception):
         pass
 
-    def step_then_stop(*args):
-        real_step(*args)
+    def step_then_stop(*args, **kwargs):
+        real_step(*args, **kwargs)
         calls[0] += 1
         if calls[0] == 10:
             raise Stop

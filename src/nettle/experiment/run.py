@@ -186,6 +186,12 @@ def run_experiment(
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
         objective, extras = _student(cfg, model, device) if cfg.distill else (None, {})
+        if cfg.adversarial is not None:
+            if cfg.distill is not None or cfg.bayes is not None:
+                raise ValueError("adversarial training cannot be combined with distill or bayes")
+            from nettle.train.adversarial import create_adversarial
+
+            objective = create_adversarial(cfg.adversarial, cfg.train.seed)
         if cfg.bayes is not None:
             if cfg.distill is not None:
                 raise ValueError("bayes and distill cannot be combined in one run")

@@ -144,7 +144,8 @@ class Trainer:
         self.objective = objective or CrossEntropy(cfg.label_smoothing)
         self.optimizer = build_optimizer(param_groups or self.model.parameters(), cfg.optim)
         self.batches_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
-        self.total_steps = cfg.epochs * self.batches_per_epoch
+        self.replays = int(getattr(self.objective, "replays", 1))  # "free" training
+        self.total_steps = cfg.epochs * self.batches_per_epoch * self.replays
         self.scheduler = create_scheduler(
             self.optimizer, cfg.schedule, self.total_steps, self.batches_per_epoch
         )
@@ -315,11 +316,12 @@ class Trainer:
                     batch = (self.augment(batch[0], self.aug_gen), batch[1])
             if batch is None:
                 break
-            self._step(epoch, *batch)
+            for replay in range(self.replays):
+                self._step(epoch, *batch, last_replay=replay == self.replays - 1)
         self._running["time"] += time.perf_counter() - t0
         self._end_epoch(epoch)
 
-    def _step(self, epoch: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _step(self, epoch: int, x: torch.Tensor, y: torch.Tensor, last_replay: bool = True) -> None:
         out = self.objective(self.model, x, y, self.timer)
         step = self.state["step"]
         if self.cfg.nan_guard and not check_finite(out.loss, step):
@@ -340,7 +342,7 @@ class Trainer:
         self._running["correct"] += int((out.logits.detach().argmax(1) == y).sum())
         self._running["seen"] += len(y)
         self.state["step"] += 1
-        self.state["batch"] += 1
+        self.state["batch"] += int(last_replay)
         step = self.state["step"]
         lr = self.optimizer.param_groups[0]["lr"]
         if step % self.cfg.log_every == 0:
@@ -349,7 +351,7 @@ class Trainer:
                 {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss, "lr": lr, **parts}
             )
         self.progress("step", {"step": step, "loss": loss, "lr": lr})
-        if self.cfg.checkpoint_steps and step % self.cfg.checkpoint_steps == 0:
+        if self.cfg.checkpoint_steps and step % self.cfg.checkpoint_steps == 0 and last_replay:
             self.save()
 
     def _end_epoch(self, epoch: int) -> None:
