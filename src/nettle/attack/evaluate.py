@@ -84,7 +84,9 @@ def evaluate_robustness(
     Args:
         model: the classifier (inputs in [0, 1]); its mode is restored.
         data: (x, y) tensors, a `TensorDataset` or any dataset of (x, y).
-        attacks: attack name -> options (without `eps`, which comes from `eps_list`).
+        attacks: attack name -> options (without `eps`, which comes from `eps_list`). An attack
+            without an `eps` option (CW) runs once; an example counts as broken by it at every
+            epsilon at least the L-infinity size of its successful perturbation.
         eps_list: the epsilons.
         checks: run the gradient-masking checks.
         recheck: broken examples re-attacked per larger epsilon to test monotonicity.
@@ -105,8 +107,27 @@ def evaluate_robustness(
         xs.append(x)
         ys.append(y)
         broken = {name: ~correct for name in attacks}
+        # attacks without an epsilon (CW) run once; they count at every epsilon their
+        # L-infinity distance fits in
+        dist = {}
+        for name, options in attacks.items():
+            if not _has_eps(name) and correct.any():
+                res = create_attack(name, model, seed=seed, **options)(x[correct], y[correct])
+                d = torch.full((len(y),), float("inf"))
+                linf = (res.x_adv.cpu() - x[correct]).flatten(1).abs().amax(1)
+                d[correct] = torch.where(
+                    res.success.cpu(), linf, torch.full_like(linf, float("inf"))
+                )
+                dist[name] = d
+                attacked += int(correct.sum())
         for e in eps_sorted:
             for name, options in attacks.items():
+                if name in dist:
+                    broken[name] = broken[name] | (dist[name] <= e + 1e-9)
+                    curves[name][e].append(~broken[name])
+                    if progress:
+                        progress(name, e)
+                    continue
                 attack = create_attack(name, model, seed=seed, **_with_eps(name, options, e))
                 todo = ~broken[name]
                 if todo.any():
@@ -147,6 +168,14 @@ def evaluate_robustness(
 
 def _mean(parts: list[torch.Tensor]) -> float:
     return float(torch.cat(parts).float().mean()) if parts else 0.0
+
+
+def _has_eps(name: str) -> bool:
+    import dataclasses
+
+    from nettle.attack.base import ATTACKS
+
+    return "eps" in {f.name for f in dataclasses.fields(ATTACKS.get(name).Config)}
 
 
 def _with_eps(name: str, options: dict[str, Any], eps: float) -> dict[str, Any]:

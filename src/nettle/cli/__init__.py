@@ -18,7 +18,7 @@ from nettle.registry import UnknownNameError
 __all__ = ["build_parser", "main"]
 
 # verb modules, imported lazily so that `nettle --help` stays fast
-_VERBS = ["count", "train", "demo"]
+_VERBS = ["count", "train", "attack", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
