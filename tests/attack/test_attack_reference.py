@@ -17,3 +17,23 @@ def test_pgd_without_random_start_equals_torchattacks(trained):
     ).x_adv
     theirs = torchattacks.PGD(model, eps=0.08, alpha=0.01, steps=7, random_start=False)(x, y)
     assert (ours - theirs).abs().max() <= 1e-5
+
+
+def test_cw_against_foolbox(trained):
+    import foolbox as fb
+    import torch
+
+    model, x, y = trained
+    x, y = x[:64], y[:64]
+    settings = {"binary_search_steps": 5, "steps": 60, "initial_const": 0.1}
+    ours = create_attack("cw", model, lr=0.01, **settings)(x, y)
+    fmodel = fb.PyTorchModel(model.eval(), bounds=(0, 1))
+    attack = fb.attacks.L2CarliniWagnerAttack(
+        stepsize=0.01, confidence=0.0, abort_early=True, **settings
+    )
+    _, theirs, success = attack(fmodel, x, y, epsilons=None)
+    ours_l2 = (ours.x_adv - x).flatten(1).norm(dim=1)[ours.success]
+    theirs_l2 = (theirs - x).flatten(1).norm(dim=1)[success]
+    assert ours.success.float().mean() >= success.float().mean() - 1e-9
+    assert ours_l2.mean() <= 1.05 * theirs_l2.mean(), (ours_l2.mean(), theirs_l2.mean())
+    assert torch.isfinite(ours_l2).all()

@@ -46,3 +46,13 @@ def test_masking_checks_fire_on_a_masked_model_and_stay_quiet_otherwise(trained)
     loud = evaluate_robustness(masked, (x[:64], y[:64]), {"pgd": {"steps": 5}}, [0.05, 0.1])
     assert any("unbounded PGD" in w for w in loud.warnings), loud.warnings
     assert "WARNING: an unbounded PGD" in format_robustness(loud)
+
+
+def test_worst_case_only_mode_gives_the_same_worst_case_with_less_work(trained):
+    model, x, y = trained
+    exact = evaluate_robustness(model, (x, y), ATTACKS, EPS, checks=False, recheck=0)
+    fast = evaluate_robustness(
+        model, (x, y), ATTACKS, EPS, checks=False, recheck=0, per_attack=False
+    )
+    assert fast.worst == exact.worst
+    assert fast.attacked < exact.attacked
