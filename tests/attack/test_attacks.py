@@ -36,6 +36,7 @@ def _acc(model, x, y):
 def test_invariants(trained, name):
     model, x, y = trained
     model.train()  # the attack must put it in eval mode and restore this
+    model.zero_grad(set_to_none=True)
     before = [p.detach().clone() for p in model.parameters()]
     result = create_attack(name, model, seed=0, **CONFIGS[name])(x, y)
     assert model.training
