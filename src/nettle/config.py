@@ -60,6 +60,12 @@ class ModelConfig(_Strict):
     checkpoint_blocks: bool = Field(
         False, description="recompute block activations in the backward pass (saves memory)"
     )
+    activation: Literal["relu", "relog", "relog1p"] = Field(
+        "relu", description="replace every ReLU (nettle.nn.logic)"
+    )
+    maxout: Literal["", "max", "min", "minmax"] = Field(
+        "", description="fold widened conv outputs with max/min (simple-cnn)"
+    )
 
 
 class AugmentConfig(_Strict):
@@ -126,6 +132,15 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm (or value)")
     grad_clip_mode: Literal["norm", "value"] = "norm"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    loss: Literal["ce", "sigmoid_mse", "bce"] = Field(
+        "ce", description="sigmoid_mse/bce: one independent sigmoid output per class"
+    )
+    strictening: float = Field(0.0, ge=0, description="weight of the strictening regulariser")
+    negatives: Literal["", "scramble", "overlay"] = Field(
+        "", description="add open-world negatives with all-zero targets (sigmoid losses only)"
+    )
+    negatives_fraction: float = Field(0.25, gt=0, le=1)
+    negatives_block: int = Field(2, ge=1, description="scramble: tile side in pixels")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     checkpoint_steps: int | None = Field(
         None, ge=1, description="also checkpoint every N steps inside an epoch"

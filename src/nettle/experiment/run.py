@@ -131,6 +131,7 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
     from nettle.train.data import get_dataset_info
 
     info = get_dataset_info(cfg.data.name, cfg.data.root, cfg.data.image_size)
+    extra = {"maxout": cfg.model.maxout} if cfg.model.maxout else {}
     model = create_model(
         cfg.model.name,
         num_classes=cfg.model.num_classes or info.num_classes,
@@ -138,8 +139,13 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
         conv=cfg.model.conv,
         mean=info.mean,
         std=info.std,
+        **extra,
         **cfg.model.kwargs,
     )
+    if cfg.model.activation != "relu":
+        from nettle.nn.logic import ReLog, ReLog1p, replace_relu
+
+        replace_relu(model, {"relog": ReLog, "relog1p": ReLog1p}[cfg.model.activation])
     if cfg.model.checkpoint_blocks:
         from nettle.nn.checkpointing import checkpoint_blocks
 
@@ -192,6 +198,15 @@ def run_experiment(
             from nettle.train.adversarial import create_adversarial
 
             objective = create_adversarial(cfg.adversarial, cfg.train.seed)
+        from nettle.train.logic_objective import LogicObjective, needs_logic_objective
+
+        if needs_logic_objective(cfg.train):
+            if objective is not None or cfg.bayes is not None:
+                raise ValueError(
+                    "train.loss/strictening/negatives cannot be combined with "
+                    "distill, adversarial or bayes"
+                )
+            objective = LogicObjective(cfg.train)
         if cfg.bayes is not None:
             if cfg.distill is not None:
                 raise ValueError("bayes and distill cannot be combined in one run")

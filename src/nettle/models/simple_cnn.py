@@ -10,13 +10,18 @@ from __future__ import annotations
 from torch import nn
 
 from nettle.models.factory import MODELS
+from nettle.nn.logic import Maxout, MinMaxOut, folding_factor
 from nettle.nn.substitutes import get_conv_class
 
 __all__ = ["SimpleCNN"]
 
 
-def _block(conv, c_in: int, c_out: int) -> list[nn.Module]:
-    return [conv(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+def _block(conv, c_in: int, c_out: int, maxout: str = "") -> list[nn.Module]:
+    if not maxout:
+        return [conv(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    f = folding_factor(maxout)
+    fold = MinMaxOut() if maxout == "minmax" else Maxout(f, maxout)
+    return [conv(c_in, c_out * f, 3, padding=1, bias=False), nn.BatchNorm2d(c_out * f), fold]
 
 
 class SimpleCNN(nn.Module):
@@ -27,17 +32,24 @@ class SimpleCNN(nn.Module):
         in_channels: image channels.
         conv: substitute spec for the second and third convolutions.
         width: channels of the first conv (doubled twice).
+        maxout: "", "max", "min" or "minmax": widen every conv by the folding factor and fold
+            its output with max/min instead of a ReLU (the output widths stay the same).
     """
 
     def __init__(
-        self, num_classes: int = 10, in_channels: int = 1, conv: str | None = None, width: int = 32
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        conv: str | None = None,
+        width: int = 32,
+        maxout: str = "",
     ) -> None:
         super().__init__()
         sub = get_conv_class(conv)
         dense = get_conv_class(None)
-        self.stem = nn.Sequential(*_block(dense, in_channels, width))
-        self.stage1 = nn.Sequential(*_block(sub, width, 2 * width), nn.MaxPool2d(2))
-        self.stage2 = nn.Sequential(*_block(sub, 2 * width, 4 * width))
+        self.stem = nn.Sequential(*_block(dense, in_channels, width, maxout))
+        self.stage1 = nn.Sequential(*_block(sub, width, 2 * width, maxout), nn.MaxPool2d(2))
+        self.stage2 = nn.Sequential(*_block(sub, 2 * width, 4 * width, maxout))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(4 * width, num_classes)
@@ -50,7 +62,11 @@ class SimpleCNN(nn.Module):
 
 @MODELS.register("simple-cnn")
 def simple_cnn(
-    num_classes: int = 10, in_channels: int = 1, conv: str | None = None, width: int = 32
+    num_classes: int = 10,
+    in_channels: int = 1,
+    conv: str | None = None,
+    width: int = 32,
+    maxout: str = "",
 ) -> SimpleCNN:
     """The MNIST-size CNN (see `SimpleCNN`)."""
-    return SimpleCNN(num_classes, in_channels, conv, width)
+    return SimpleCNN(num_classes, in_channels, conv, width, maxout)

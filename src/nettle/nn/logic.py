@@ -38,6 +38,7 @@ __all__ = [
     "folding_factor",
     "maxout",
     "relog",
+    "replace_relu",
 ]
 
 
@@ -238,3 +239,14 @@ class QuadraticExpansion(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x.pow(2)], dim=1)
+
+
+def replace_relu(model: nn.Module, make: type[nn.Module] | object) -> int:
+    """Replace every `nn.ReLU` in `model` by a fresh `make()`; returns how many were replaced."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.ReLU:
+                setattr(parent, name, make())
+                count += 1
+    return count
