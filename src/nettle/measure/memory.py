@@ -3,8 +3,9 @@
 `MemoryMeter(device)` is a context manager; after it, `peak_bytes` is the peak above the level
 at entry. On CUDA it uses `torch.cuda.reset_peak_memory_stats` and `max_memory_allocated`
 (exact, tensors only). On the CPU a background thread samples the process's resident set size
-from `/proc/self/statm` every `interval` seconds (default 1 ms), so it sees every allocation that
-lives at least that long, tensors and everything else; where `/proc` is missing it falls back to
+from `/proc/self/statm` every `interval` seconds (default 1 ms), so it sees allocations that live
+at least that long across Python steps (the sampler needs the GIL, which a single long torch op
+may hold), tensors and everything else; where `/proc` is missing it falls back to
 `resource.getrusage`'s lifetime maximum (then only growth of the peak is seen).
 """
 
