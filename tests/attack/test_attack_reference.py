@@ -38,3 +38,15 @@ def test_cw_against_foolbox(trained):
     assert ours.success.float().mean() >= success.float().mean() - 1e-9
     assert ours_l2.mean() <= 1.05 * theirs_l2.mean(), (ours_l2.mean(), theirs_l2.mean())
     assert torch.isfinite(ours_l2).all()
+
+
+def test_apgd_ce_matches_the_autoattack_port_in_torchattacks(trained):
+    model, x, y = trained
+    eps = 0.15  # where robust accuracy is mid-range (about 69%)
+    ours = create_attack("apgd", model, seed=0, eps=eps, steps=50)(x, y)
+    theirs = torchattacks.APGD(model, norm="Linf", eps=eps, steps=50, loss="ce", seed=0)(x, y)
+    ours_acc = 1 - ours.success.float().mean().item()
+    theirs_acc = (model(theirs).argmax(1) == y).float().mean().item()
+    assert 0.2 < theirs_acc < 0.9  # a comparison that can fail
+    assert abs(ours_acc - theirs_acc) <= 0.01 + 1e-9, (ours_acc, theirs_acc)
+    assert (ours.x_adv - x).abs().max() <= eps + 1e-6
