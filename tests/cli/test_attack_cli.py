@@ -35,5 +35,6 @@ def test_attack_a_run_dir(tmp_path, capsys):
     assert out["accuracy"]["pgd"]["0.2"] <= out["accuracy"]["pgd"]["0.05"] <= out["clean_accuracy"]
     saved = json.loads((tmp_path / "run" / "robustness.json").read_text())
     assert saved["worst"] == out["worst"]
+    assert (tmp_path / "run" / "robustness.png").stat().st_size > 1000
     assert main(["attack", str(tmp_path / "run"), "--attacks", "deepfool"]) == 2
     assert "unknown attack 'deepfool'" in capsys.readouterr().err

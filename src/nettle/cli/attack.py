@@ -92,10 +92,16 @@ def run(args: argparse.Namespace) -> int:
             eps,
             progress=lambda name, e: bar.advance(task),
         )
+    from nettle.experiment.report import plot_robustness
+
     path = out_dir / "robustness.json"
     tmp = path.with_name(".robustness.json.tmp")
     tmp.write_text(json.dumps(result.to_dict(), indent=2))
     tmp.replace(path)
+    curves = dict(result.accuracy) | {"worst case": result.worst}
+    plot_robustness([{"name": target.name, "robustness": curves}]).savefig(
+        out_dir / "robustness.png", dpi=110
+    )
     if args.json:
         print(json.dumps(result.to_dict() | {"saved": str(path)}))
         return 0
@@ -112,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     for w in result.warnings:
         console.print(f"[bold red]masking warning:[/bold red] {w}")
-    console.print(f"saved: {path}")
+    console.print(f"saved: {path} and {out_dir / 'robustness.png'}")
     return 0
