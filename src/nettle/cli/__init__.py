@@ -18,7 +18,7 @@ from nettle.registry import UnknownNameError
 __all__ = ["build_parser", "main"]
 
 # verb modules, imported lazily so that `nettle --help` stays fast
-_VERBS = ["count", "train", "attack", "demo"]
+_VERBS = ["count", "train", "lr_find", "attack", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

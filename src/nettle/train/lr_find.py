@@ -1,0 +1,151 @@
+"""The learning-rate range test (Smith 2017, arXiv:1506.01186; as fastai's `lr_find`).
+
+The learning rate grows exponentially from `start_lr` to `end_lr` over `num_iter` minibatches
+while the model trains; the loss is smoothed with an exponential moving average (debiased,
+`beta = 0.98`) and the test stops once the smoothed loss exceeds `diverge` times its best or
+is not finite. The model's and the optimiser's states, and the random state, are restored
+afterwards, so the test leaves no trace.
+
+Suggestions (all returned, none hidden): `steepest_lr`, where the smoothed loss falls fastest
+(gradient taken against log10(lr), as the LRs are log-spaced); `min_loss_lr`, where it is
+lowest; `max_lr = min_loss_lr / 10` (fastai's "minimum" rule), a safe peak for one-cycle or
+triangular schedules; and `base_lr = max_lr / 4`, the low end of a cyclical schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+from torch.utils.data import Dataset
+
+from nettle.train.checkpoint import capture_rng, restore_rng
+
+__all__ = ["LRFindResult", "lr_find", "plot_lr_find"]
+
+
+@dataclass
+class LRFindResult:
+    """The sweep and the suggested learning rates."""
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    steepest_lr: float = math.nan
+    min_loss_lr: float = math.nan
+    max_lr: float = math.nan
+    base_lr: float = math.nan
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _batches(data: Dataset, batch_size: int, generator: torch.Generator):
+    x_all, y_all = data.tensors if hasattr(data, "tensors") else map(torch.stack, zip(*data))
+    while True:
+        order = torch.randperm(len(y_all), generator=generator)
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            idx = order[i : i + batch_size]
+            yield x_all[idx], torch.as_tensor(y_all[idx])
+
+
+def lr_find(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    batch_size: int = 64,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_iter: int = 100,
+    diverge: float = 4.0,
+    beta: float = 0.98,
+    seed: int = 0,
+) -> LRFindResult:
+    """Run the range test on `model` with `optimizer`; both are restored afterwards."""
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr}, {end_lr}")
+    device = next(model.parameters()).device
+    model_state = copy.deepcopy(model.state_dict())
+    opt_state = copy.deepcopy(optimizer.state_dict())
+    rng = capture_rng()
+    was_training = model.training
+    result = LRFindResult()
+    ratio = (end_lr / start_lr) ** (1 / max(num_iter - 1, 1))
+    avg, best = 0.0, math.inf
+    batches = _batches(data, batch_size, torch.Generator().manual_seed(seed))
+    try:
+        model.train()
+        for i in range(num_iter):
+            lr = start_lr * ratio**i
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = next(batches)
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            avg = beta * avg + (1 - beta) * value
+            smooth = avg / (1 - beta ** (i + 1))
+            result.lrs.append(lr)
+            result.losses.append(value)
+            result.smoothed.append(smooth)
+            best = min(best, smooth)
+            if not math.isfinite(smooth) or smooth > diverge * best:
+                result.stopped_early = True
+                break
+    finally:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(opt_state)
+        restore_rng(rng)
+        model.train(was_training)
+    _suggest(result)
+    return result
+
+
+def _suggest(r: LRFindResult) -> None:
+    finite = [(lr, s) for lr, s in zip(r.lrs, r.smoothed) if math.isfinite(s)]
+    if len(finite) < 3:
+        return
+    lrs, sm = zip(*finite)
+    i_min = min(range(len(sm)), key=sm.__getitem__)
+    r.min_loss_lr = lrs[i_min]
+    logs = [math.log10(v) for v in lrs]
+    grads = [(sm[i + 1] - sm[i - 1]) / (logs[i + 1] - logs[i - 1]) for i in range(1, i_min or 1)]
+    if grads:
+        r.steepest_lr = lrs[1 + min(range(len(grads)), key=grads.__getitem__)]
+    r.max_lr = r.min_loss_lr / 10
+    r.base_lr = r.max_lr / 4
+
+
+def plot_lr_find(result: LRFindResult) -> Figure:
+    """Loss (raw and smoothed) against the learning rate, with the suggestions marked."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(result.lrs, result.losses, color="0.75", label="loss")
+    ax.plot(result.lrs, result.smoothed, color="tab:blue", label="smoothed loss")
+    marks = [
+        ("max_lr (min/10)", result.max_lr, "tab:red"),
+        ("steepest", result.steepest_lr, "tab:green"),
+        ("base_lr", result.base_lr, "tab:orange"),
+    ]
+    for label, lr, colour in marks:
+        if math.isfinite(lr):
+            ax.axvline(lr, color=colour, linestyle="--", label=f"{label} {lr:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("Learning-rate range test")
+    finite = [s for s in result.smoothed if math.isfinite(s)]
+    raw = [v for v in result.losses if math.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite + raw) * 0.9, min(max(finite), 4 * min(finite)) * 1.1)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return fig
