@@ -13,12 +13,13 @@ from collections.abc import Sequence
 
 from nettle import __version__
 from nettle.config import ConfigError
+from nettle.experiment.store import StoreError
 from nettle.registry import UnknownNameError
 
 __all__ = ["build_parser", "main"]
 
 # verb modules, imported lazily so that `nettle --help` stays fast
-_VERBS = ["count", "train", "lr_find", "attack", "demo"]
+_VERBS = ["count", "train", "lr_find", "attack", "sweep", "runs", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, StoreError) as exc:
         # errors of the user's input: one line, no traceback
         print(f"nettle {args.verb}: error: {exc}", file=sys.stderr)
         return 2
