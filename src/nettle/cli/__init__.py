@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="nettle",
-        description="Measure, compress, attack, inspect and train deep networks.",
+        description="Measure, compress, attack and train deep networks; plan and query experiments.",
     )
     parser.add_argument("--version", action="version", version=f"nettle {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
