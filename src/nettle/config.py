@@ -146,6 +146,9 @@ class TrainConfig(_Strict):
         None, ge=1, description="also checkpoint every N steps inside an epoch"
     )
     keep_best: bool = Field(True, description="keep best.pt by test accuracy")
+    snapshots: bool = Field(
+        False, description="save the model at every minimum of the LR schedule (snapshot ensembles)"
+    )
     nan_guard: bool = True
     deterministic: bool = True
     log_every: int = Field(50, ge=1, description="steps between metric lines")

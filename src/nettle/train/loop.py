@@ -149,6 +149,7 @@ class Trainer:
         self.scheduler = create_scheduler(
             self.optimizer, cfg.schedule, self.total_steps, self.batches_per_epoch
         )
+        self.snapshot_steps = self._lr_minima() if cfg.snapshots else set()
         self.augment = augment
         self.aug_gen = torch.Generator(device=self.device) if augment is not None else None
         if self.aug_gen is not None:
@@ -162,6 +163,20 @@ class Trainer:
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "batch": 0, "best_acc": None}
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self._tb = None
+
+    def _lr_minima(self) -> set[int]:
+        """Steps (1-based counts) after which the schedule's LR is at a local minimum."""
+        if self.cfg.schedule.name == "onecycle":
+            return {self.total_steps}
+        from nettle.train.schedules import schedule_factor
+
+        f = schedule_factor(self.cfg.schedule, self.total_steps, 1.0, self.batches_per_epoch)
+        lrs = [f(s) for s in range(self.total_steps)]
+        return {
+            s + 1
+            for s in range(1, len(lrs))
+            if lrs[s] < lrs[s - 1] and (s + 1 == len(lrs) or lrs[s] <= lrs[s + 1])
+        }
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -351,6 +366,16 @@ class Trainer:
                 {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss, "lr": lr, **parts}
             )
         self.progress("step", {"step": step, "loss": loss, "lr": lr})
+        if step in self.snapshot_steps and self.checkpoint_dir is not None and last_replay:
+            save_checkpoint(
+                {
+                    "model": self.model.state_dict(),
+                    "step": step,
+                    "lr": lr,
+                    "config": self.config_record,
+                },
+                self.checkpoint_dir / f"snapshot-step{step}.pt",
+            )
         if self.cfg.checkpoint_steps and step % self.cfg.checkpoint_steps == 0 and last_replay:
             self.save()
 
