@@ -17,20 +17,21 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from nettle.config import OptimConfig, TrainConfig
 from nettle.measure.timing import PhaseTimer
 from nettle.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from nettle.train.guards import NonFiniteLossError, check_finite, clip_gradients
 from nettle.train.objectives import CrossEntropy, Objective
+from nettle.train.sampler import device_tensors, epoch_order, iterate_batches
 from nettle.train.schedules import create_scheduler
 
 __all__ = ["Trainer", "build_optimizer", "evaluate", "resolve_device"]
@@ -60,25 +61,6 @@ def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def _batches(
-    data: Dataset, order: torch.Tensor, batch_size: int, device: torch.device, workers: int = 0
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of `data` in `order` (indices), on `device`."""
-    if isinstance(data, TensorDataset):
-        x_all, y_all = data.tensors
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            yield x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True)
-        return
-    sampler = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
-    # a generator of its own, so the loader does not draw from (and shift) the global RNG
-    loader = DataLoader(
-        data, batch_sampler=sampler, num_workers=workers, generator=torch.Generator().manual_seed(0)
-    )
-    for x, y in loader:
-        yield x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: Dataset, batch_size: int = 256, device: torch.device | None = None
@@ -89,7 +71,7 @@ def evaluate(
     model.eval()
     loss, correct, seen = 0.0, 0, 0
     try:
-        for x, y in _batches(data, torch.arange(len(data)), batch_size, device):
+        for x, y in iterate_batches(data, torch.arange(len(data)), batch_size, device):
             logits = model(x)
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -163,6 +145,7 @@ class Trainer:
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "batch": 0, "best_acc": None}
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self._tb = None
+        self._tensors: tuple[torch.Tensor, ...] | None = None  # in-memory data, on the device
 
     def _lr_minima(self) -> set[int]:
         """Steps (1-based counts) after which the schedule's LR is at a local minimum."""
@@ -312,27 +295,27 @@ class Trainer:
             if callable(getattr(m, "on_epoch_start", None)):
                 m.on_epoch_start(epoch, self.cfg.epochs)
         self.timer.reset()
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.train_data), generator=g)
-        start = self.state["batch"]
-        batches = _batches(
+        if self._tensors is None:
+            self._tensors = device_tensors(self.train_data, self.device)
+        order = epoch_order(len(self.train_data), self.cfg.seed, epoch)
+        order = order[self.state["batch"] * self.batch_size :]
+        batches = iterate_batches(
             self.train_data,
-            order[start * self.batch_size :],
+            order,
             self.batch_size,
             self.device,
-            self.num_workers,
+            tensors=self._tensors,
+            num_workers=self.num_workers,
         )
         t0 = time.perf_counter()
         self.model.train()
-        while True:
+        for _ in range(math.ceil(len(order) / self.batch_size)):
             with self.timer.phase("data"):
-                batch = next(batches, None)
-                if batch is not None and self.augment is not None:
-                    batch = (self.augment(batch[0], self.aug_gen), batch[1])
-            if batch is None:
-                break
+                x, y = next(batches)
+                if self.augment is not None:
+                    x = self.augment(x, self.aug_gen)
             for replay in range(self.replays):
-                self._step(epoch, *batch, last_replay=replay == self.replays - 1)
+                self._step(epoch, x, y, last_replay=replay == self.replays - 1)
         self._running["time"] += time.perf_counter() - t0
         self._end_epoch(epoch)
 
