@@ -149,7 +149,10 @@ class TrainConfig(_Strict):
     snapshots: bool = Field(
         False, description="save the model at every minimum of the LR schedule (snapshot ensembles)"
     )
-    nan_guard: bool = True
+    nan_guard: bool = Field(True, description="stop cleanly on a NaN/Inf loss")
+    nan_guard_grads: bool = Field(
+        False, description="also stop on a NaN/Inf gradient norm (free when clipping by norm)"
+    )
     deterministic: bool = True
     log_every: int = Field(50, ge=1, description="steps between metric lines")
     tensorboard: bool = True

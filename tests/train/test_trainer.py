@@ -1,6 +1,7 @@
 import contextlib
 import json
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
@@ -56,7 +57,20 @@ def test_fit_records_phases_metrics_and_best(tmp_path):
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in lines if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3]
-    assert {"phase_forward", "test_acc", "train_loss"} <= set(epochs[-1])
+    assert {"phase_forward", "phase_forward_share", "phase_forward_median"} <= set(epochs[-1])
+    assert {"test_acc", "train_loss", "lr", "time"} <= set(epochs[-1])
+    last = t.history[-1]
+    assert sum(last["phase_shares"].values()) == pytest.approx(1.0)
+    assert last["phase_shares"]["forward"] == pytest.approx(
+        last["phases"]["forward"] / sum(last["phases"].values())
+    )
+    assert set(last["phase_medians"]) == set(last["phases"])
+    # 6 steps an epoch, each phase once a step: the median is at most the total / 6 * 6
+    for name, secs in last["phases"].items():
+        assert 0 < last["phase_medians"][name] <= secs
+    assert t.timer.stats()["data"].count == 6  # one data phase per batch, none extra
+    steps = [r for r in lines if r["kind"] == "step"]
+    assert steps == []  # log_every 50 > 18 steps
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
     assert list((tmp_path / "tb").iterdir())
     assert t.history[-1]["test_acc"] == evaluate(t.model, _data(32, 1))["acc"]
@@ -113,18 +127,47 @@ def test_dataloader_path_matches_tensor_path():
         torch.testing.assert_close(x, y)
 
 
-def test_trains_simple_cnn_on_digits():
+class TensorsOnly(Dataset):
+    """An in-memory set that is not a TensorDataset but exposes `.tensors`."""
+
+    def __init__(self, base):
+        self.tensors = base.tensors
+
+    def __len__(self):
+        return len(self.tensors[0])
+
+    def __getitem__(self, i):
+        raise AssertionError("in-memory sets are batched by indexing, not item by item")
+
+
+def test_in_memory_sets_are_batched_by_indexing():
+    a = Trainer(_model(), _data(), None, _cfg(epochs=1), batch_size=16)
+    a.fit()
+    b = Trainer(_model(), TensorsOnly(_data()), None, _cfg(epochs=1), batch_size=16)
+    b.fit()
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_step_records_every_log_every_steps(tmp_path):
+    _trainer(tmp_path, log_every=4, epochs=1).fit()
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if r["kind"] == "step"] == [4]
+    assert [r["kind"] for r in lines] == ["step", "epoch"]
+
+
+def test_trains_a_small_cnn_on_digits():
     from nettle.models import create_model
     from nettle.train.data import create_dataset, get_dataset_info
 
     info = get_dataset_info("digits")
     torch.manual_seed(0)
-    model = create_model("simple-cnn", in_channels=1, mean=info.mean, std=info.std)
+    model = create_model("simple-cnn", in_channels=1, mean=info.mean, std=info.std, width=8)
     t = Trainer(
         model,
         create_dataset("digits"),
         create_dataset("digits", "test"),
-        _cfg(epochs=4, optim={"lr": 0.05}),
-        batch_size=64,
+        _cfg(epochs=3, optim={"lr": 0.1}),
+        batch_size=32,
     )
     assert t.fit()["final"]["test_acc"] >= 0.95

@@ -29,7 +29,13 @@ from torch.utils.data import Dataset
 from nettle.config import OptimConfig, TrainConfig
 from nettle.measure.timing import PhaseTimer
 from nettle.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from nettle.train.guards import NonFiniteLossError, check_finite, clip_gradients
+from nettle.train.guards import (
+    NonFiniteLossError,
+    check_finite,
+    clip_gradients,
+    grad_norm,
+    save_nonfinite_snapshot,
+)
 from nettle.train.objectives import CrossEntropy, Objective
 from nettle.train.sampler import device_tensors, epoch_order, iterate_batches
 from nettle.train.schedules import create_scheduler
@@ -79,6 +85,16 @@ def evaluate(
     finally:
         model.train(was_training)
     return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1)}
+
+
+def _flatten_phases(record: dict[str, Any]) -> dict[str, Any]:
+    """An epoch record for `metrics.jsonl`: `phase_<name>` seconds, `_share`, `_median`."""
+    flat = {k: v for k, v in record.items() if k not in ("phases", "phase_shares", "phase_medians")}
+    for name, secs in record["phases"].items():
+        flat[f"phase_{name}"] = secs
+        flat[f"phase_{name}_share"] = record["phase_shares"][name]
+        flat[f"phase_{name}_median"] = record["phase_medians"][name]
+    return flat
 
 
 class Trainer:
@@ -278,6 +294,7 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """Status, final and best metrics, and where the time went."""
         final = self.history[-1] if self.history else {}
+        whole = sum(self.phase_totals.values()) or 1.0
         return {
             "status": "done" if self.state["epoch"] >= self.cfg.epochs else "partial",
             "epochs": self.state["epoch"],
@@ -285,6 +302,7 @@ class Trainer:
             "final": final,
             "best_test_acc": self.state["best_acc"],
             "phases": dict(self.phase_totals),
+            "phase_shares": {k: v / whole for k, v in self.phase_totals.items()},
         }
 
     def _train_epoch(self, epoch: int) -> None:
@@ -323,13 +341,20 @@ class Trainer:
         out = self.objective(self.model, x, y, self.timer)
         step = self.state["step"]
         if self.cfg.nan_guard and not check_finite(out.loss, step):
-            self._nonfinite(x, y, out.loss)
+            self._nonfinite(x, y, "loss", float(out.loss.detach()))
         with self.timer.phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
         with self.timer.phase("update"):
+            norm = None
             if self.cfg.grad_clip:
-                clip_gradients(self.model.parameters(), self.cfg.grad_clip, self.cfg.grad_clip_mode)
+                norm = clip_gradients(
+                    self.model.parameters(), self.cfg.grad_clip, self.cfg.grad_clip_mode
+                )
+            if self.cfg.nan_guard_grads:
+                norm = grad_norm(self.model.parameters()) if norm is None else norm
+                if not math.isfinite(norm):
+                    self._nonfinite(x, y, "grad_norm", norm)
             self.optimizer.step()
             self.scheduler.step()
             after = getattr(self.objective, "after_step", None)
@@ -373,6 +398,8 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "time": r["time"],
             "phases": self.timer.totals(),
+            "phase_shares": self.timer.fractions(),
+            "phase_medians": {k: v.median for k, v in self.timer.stats().items()},
         }
         if self.timer.peak_memory():
             record["phase_peak_memory"] = self.timer.peak_memory()
@@ -385,10 +412,7 @@ class Trainer:
         for name, secs in self.timer.totals().items():
             self.phase_totals[name] = self.phase_totals.get(name, 0.0) + secs
         self.history.append(record)
-        self._write_metric(
-            {k: v for k, v in record.items() if k != "phases"}
-            | {f"phase_{k}": v for k, v in record["phases"].items()}
-        )
+        self._write_metric(_flatten_phases(record))
         self.state.update(epoch=epoch + 1, batch=0)
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         acc = record.get("test_acc")
@@ -403,25 +427,25 @@ class Trainer:
             self.save()
         self.progress("epoch", record)
 
-    def _nonfinite(self, x: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
-        step = self.state["step"]
-        snapshot = None
+    def _nonfinite(self, x: torch.Tensor, y: torch.Tensor, what: str, value: float) -> None:
+        """Save a debug snapshot (when writing a run dir) and stop with `NonFiniteLossError`."""
+        step, snapshot = self.state["step"], None
         if self.checkpoint_dir is not None:
             path = self.checkpoint_dir / f"nonfinite-step{step}.pt"
-            save_checkpoint(
-                {
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "batch": {"x": x.detach().cpu(), "y": y.detach().cpu()},
-                    "step": step,
-                    "loss": float(loss.detach()),
-                    "config": self.config_record,
-                },
+            save_nonfinite_snapshot(
                 path,
+                self.model,
+                self.optimizer,
+                x,
+                y,
+                step,
+                **{what: value},
+                config=self.config_record,
             )
             snapshot = str(path)
+        what = what.replace("_", " ")
         raise NonFiniteLossError(
-            f"loss became {float(loss.detach())} at step {step}"
+            f"{what} became {value} at step {step}"
             + (f"; debug snapshot {snapshot}" if snapshot else ""),
             step,
             snapshot,
