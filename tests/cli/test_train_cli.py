@@ -1,3 +1,4 @@
+import json
 import os
 import random
 import signal
@@ -108,3 +109,39 @@ def test_overrides_from_the_command_line(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert '"epochs": 1' in out and '"status": "done"' in out
+
+
+def test_epoch_lines_show_the_phase_breakdown(tmp_path, capsys):
+    cfg = _write_config(tmp_path)
+    code = main(["train", str(cfg), "-o", str(tmp_path / "o"), "--set", "train.epochs=1"])
+    assert code == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "epoch 1: train loss " in text
+    assert "phases (share, median per step): " in text and "forward " in text
+    assert f"run dir: {tmp_path / 'o'}  status: done" in captured.out
+
+
+def test_nonfinite_loss_is_a_one_line_error_with_a_snapshot(tmp_path, capsys):
+    cfg = _write_config(tmp_path)
+    out = tmp_path / "nan"
+    code = main(
+        [
+            "train",
+            str(cfg),
+            "-o",
+            str(out),
+            "--set",
+            "train.optim.lr=1e12",
+            "--set",
+            "train.epochs=1",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3
+    assert err[-1].startswith("nettle train: stopped: loss became nan at step ")
+    snapshot = err[-1].rsplit("debug snapshot ", 1)[1]
+    assert Path(snapshot).parent == out / "checkpoints" and Path(snapshot).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "nonfinite" and summary["error"] in err[-1]
+    assert load_checkpoint(snapshot)["batch"]["x"].shape[1:] == (1, 8, 8)

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-__all__ = ["add_parser", "phase_table", "run"]
+__all__ = ["add_parser", "format_epoch", "phase_table", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model from a YAML config into a run dir (resumes an interrupted run)",
-        description="Train from CONFIG.yaml. Rerunning the same command resumes exactly.",
+        description=(
+            "Train from CONFIG.yaml into a run dir. Rerunning the same command resumes an "
+            "interrupted run exactly and reports a finished one. Exit status: 0 done, "
+            "2 bad input, 3 stopped on a NaN/Inf loss (a debug snapshot is saved)."
+        ),
     )
     p.add_argument("config", help="YAML config file")
     p.add_argument("-o", "--out", default=None, help="run dir (default runs/<name>/<config id>)")
@@ -42,6 +47,23 @@ def phase_table(phases: dict[str, float], title: str = "where the step time went
     for name, secs in sorted(phases.items(), key=lambda kv: -kv[1]):
         table.add_row(name, f"{secs:.2f}", f"{secs / whole:.1%}")
     return table
+
+
+def format_epoch(record: dict[str, Any]) -> str:
+    """One line per epoch: losses, accuracies, time, then where the step time went."""
+    acc = record.get("test_acc")
+    head = (
+        f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+        f"train acc {record['train_acc']:.2%}"
+        + (f", test acc {acc:.2%}" if acc is not None else "")
+        + f", lr {record['lr']:.3g}, {record['time']:.1f}s"
+    )
+    shares, medians = record.get("phase_shares", {}), record.get("phase_medians", {})
+    parts = [
+        f"{name} {share:.0%} ({medians.get(name, 0.0) * 1e3:.2f} ms)"
+        for name, share in sorted(shares.items(), key=lambda kv: -kv[1])
+    ]
+    return head + ("\n  phases (share, median per step): " + ", ".join(parts) if parts else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,28 +92,29 @@ def run(args: argparse.Namespace) -> int:
             elif event == "step":
                 bar.update(task, completed=info["step"], info=f"loss {info['loss']:.3f}")
             elif event == "epoch" and not args.json:
-                acc = info.get("test_acc")
-                bar.console.print(
-                    f"epoch {info['epoch']}: train loss {info['train_loss']:.4f}, "
-                    f"train acc {info['train_acc']:.2%}"
-                    + (f", test acc {acc:.2%}" if acc is not None else "")
-                    + f", {info['time']:.1f}s"
-                )
+                bar.console.print(format_epoch(info), highlight=False, soft_wrap=True)
 
         try:
             summary = run_experiment(cfg, run_dir, progress=progress)
         except NonFiniteLossError as exc:
-            err.print(f"nettle train: stopped: {exc}")
+            bar.stop()
+            print(f"nettle train: stopped: {exc}", file=sys.stderr)
             return 3
     if args.json:
         print(json.dumps(summary | {"run_dir": str(run_dir)}, default=str))
         return 0
     out = Console()
     if summary.get("phases"):
-        out.print(phase_table(summary["phases"]))
+        table = phase_table(summary["phases"])
+        if summary.get("setup_time") is not None:
+            table.caption = f"setup (data, model; once): {summary['setup_time']:.2f} s"
+        out.print(table)
     best = summary.get("best_test_acc")
     out.print(
-        f"run dir: [bold]{run_dir}[/bold]  status: {summary['status']}"
-        + (f"  best test acc: {best:.2%}" if best is not None else "")
+        f"run dir: {run_dir}  status: {summary['status']}"
+        + (f"  best test acc: {best:.2%}" if best is not None else ""),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
     return 0

@@ -294,15 +294,19 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """Status, final and best metrics, and where the time went."""
         final = self.history[-1] if self.history else {}
-        whole = sum(self.phase_totals.values()) or 1.0
+        phases = dict(self.phase_totals)
+        if self.state["batch"] > 0:  # stopped inside an epoch: count its steps too
+            for name, secs in self.timer.totals().items():
+                phases[name] = phases.get(name, 0.0) + secs
+        whole = sum(phases.values()) or 1.0
         return {
             "status": "done" if self.state["epoch"] >= self.cfg.epochs else "partial",
             "epochs": self.state["epoch"],
             "steps": self.state["step"],
             "final": final,
             "best_test_acc": self.state["best_acc"],
-            "phases": dict(self.phase_totals),
-            "phase_shares": {k: v / whole for k, v in self.phase_totals.items()},
+            "phases": phases,
+            "phase_shares": {k: v / whole for k, v in phases.items()},
         }
 
     def _train_epoch(self, epoch: int) -> None:
