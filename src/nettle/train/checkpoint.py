@@ -1,16 +1,28 @@
 """Checkpoints: written atomically, read with `weights_only=True`.
 
-A checkpoint is a dict of tensors and plain Python values only:
+A trainer checkpoint (`checkpoints/last.pt`, `checkpoints/best.pt`) is a dict of tensors and
+plain Python values only, so that `torch.load(weights_only=True)` reads it:
 
-    {"format": 1, "model": state_dict, "optimizer": ..., "scheduler": ...,
-     "rng": {"torch": ByteTensor, "cuda": [ByteTensor], "numpy": {...}, "python": [...],
-             "augment": ByteTensor | None},
-     "state": {"epoch": completed epochs, "step": global step, "batch": batches done in the
-               current epoch, "best_acc": ..., "running": {...}},
-     "history": [epoch records], "config": resolved config dict}
+    {"format": 1,
+     "model": model.state_dict(), "optimizer": ..., "scheduler": ...,
+     "rng": {"torch": ByteTensor, "cuda": [ByteTensor] (when CUDA is available),
+             "numpy": {"kind", "keys": int64 tensor, "pos", "has_gauss", "cached"},
+             "python": [version, [internal state], gauss],
+             "augment": ByteTensor | None (the augmentation generator)},
+     "state": {"epoch": completed epochs, "step": optimiser steps so far,
+               "batch": batches done in the current epoch (the sampler position),
+               "best_acc": best test accuracy, "running": this epoch's running sums},
+     "phase_totals": {phase: seconds}, "history": [epoch records],
+     "objective": objective.extra_state() or {}, "config": the resolved config dict}
+
+Other files in `checkpoints/`: `nonfinite-step<N>.pt` (model, optimizer, the offending batch
+`{"x", "y"}`, `step`, the loss or gradient norm, config) and `snapshot-step<N>.pt` (model, step,
+lr, config) at the LR schedule's minima.
 
 `save_checkpoint` writes to a temporary file in the same folder, flushes and fsyncs it, then
-renames it over the target, so a kill at any moment leaves either the old or the new file.
+renames it over the target (and fsyncs the folder), so a kill at any moment leaves either the
+old or the new file. `load_checkpoint` turns a truncated or corrupt file into a
+`CheckpointError` naming it.
 """
 
 from __future__ import annotations

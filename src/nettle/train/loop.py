@@ -1,14 +1,30 @@
 """The training loop shared by every kind of run (teacher, student, adversarial, Bayesian).
 
-Each step is timed by phase (`data`, `forward`, `backward`, `update`, plus whatever the
-objective adds, e.g. `attack`) and each epoch ends with a breakdown of where the time went.
-The order of examples comes from a permutation seeded by (seed, epoch), so a run resumed from a
-checkpoint taken in the middle of an epoch continues at the exact batch, with the exact random
-states: its final weights equal those of an uninterrupted run, bit for bit on the CPU.
+One step: `data` (next batch, augmentation on the device) -> the objective (`forward`, and
+whatever phases it adds, e.g. `attack` or `teacher`) -> `backward` -> `update` (clipping, the
+optional gradient guard, optimiser and per-iteration scheduler step). Each phase is timed with
+`PhaseTimer` (device-synchronised on CUDA); each epoch record holds the phase totals, their
+shares and the per-step medians, and goes to `metrics.jsonl`, TensorBoard (`tb/`) and the
+`progress` callback. The library never prints.
 
-Extension points: the `objective` (see `objectives.py`), optimiser `param_groups` (e.g. scaled
-weight decay), and the objective's optional hooks `on_epoch_start`, `after_step`,
-`extra_state`/`load_extra_state`.
+The order of examples comes from a permutation seeded by (seed, epoch) (`sampler.py`), so a run
+resumed from a checkpoint taken in the middle of an epoch continues at the exact batch, with the
+exact random states: its final weights equal those of an uninterrupted run, bit for bit on the
+CPU. With `train.deterministic` deterministic kernels are requested (warning where an op has
+none; on CUDA `CUBLAS_WORKSPACE_CONFIG` is set unless already set); bit-exactness is tested on
+the CPU only.
+
+Extension points (later kinds of runs plug in here, not by editing the loop):
+- `objective(model, x, y, timer) -> LossOutput` (`objectives.py`), with optional attributes:
+  `on_epoch_start(epoch, epochs)`, `after_step(model)`, `extra_state()` /
+  `load_extra_state(state)` (checkpointed), and `replays` (each batch is stepped this many
+  times, as "free" adversarial training does).
+- `param_groups`: the optimiser's parameter groups (e.g. compression-scaled weight decay);
+  default one group with `optim.weight_decay` on every parameter (no exemption for norms or
+  biases, as the reference code does).
+- Modules of the model with `on_epoch_start(epoch, epochs)` (e.g. DARTS drop-path).
+- `progress(event, info)`: events "start" (epochs, steps), "step" (step, loss, lr) and
+  "epoch" (the epoch record).
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -270,6 +287,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns a summary (status, metrics, phase totals)."""
         previous = torch.are_deterministic_algorithms_enabled()
+        if self.cfg.deterministic and self.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.use_deterministic_algorithms(self.cfg.deterministic, warn_only=True)
         self._open_tensorboard()
         self.progress(

@@ -25,11 +25,15 @@ __all__ = ["CrossEntropy", "LossOutput", "Objective", "auxiliary_logits"]
 
 @dataclass
 class LossOutput:
-    """The loss of a batch, the logits accuracy is computed on, and named loss parts."""
+    """The loss of a batch, the logits accuracy is computed on, and named loss parts.
+
+    `parts` holds detached scalars (tensors or floats, e.g. `{"kd": ..., "at": ...}`); they are
+    turned into floats only when a metric line is written, so they cost no device sync per step.
+    """
 
     loss: torch.Tensor
     logits: torch.Tensor
-    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 class Objective(Protocol):
