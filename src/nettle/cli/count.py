@@ -1,4 +1,8 @@
-"""`nettle count MODEL [--input 3x32x32] [--conv SPEC] [--convention NAME] [--json]`."""
+"""`nettle count MODEL [--input 3x32x32] [--conv SPEC] [--convention NAME] [--depth D] [--json]`.
+
+Builds a zoo model (in_channels from the input shape) and prints its per-module cost table and
+totals, per example; `--json` prints the `CostReport` as JSON instead.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 
 from rich.console import Console
 from rich.table import Table
+
+from nettle.registry import UnknownNameError
 
 __all__ = ["add_parser", "parse_shape", "run"]
 
@@ -34,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--num-classes",
         type=int,
         default=None,
-        help="classifier outputs (10; 1000 for ImageNet nets)",
+        help="classifier outputs (default: the model's, 1000 for ImageNet nets, else 10)",
     )
     p.add_argument("--conv", default=None, help="substitute for the convolutions, e.g. Sep, ACDC")
     p.add_argument(
@@ -61,14 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nettle.measure import count
+    from nettle.measure import aggregate_modules, count
     from nettle.models import create_model
 
     shape = parse_shape(args.input)
-    classes = args.num_classes
-    if classes is None:
-        imagenet = {"resnet18", "resnet34", "resnet50", "wrn-50-2"}
-        classes = 1000 if args.model.lower() in imagenet else 10
+    classes = args.num_classes if args.num_classes is not None else _default_classes(args.model)
     solved = None
     conv = args.conv
     if args.budget is not None or args.budget_macs is not None:
@@ -87,23 +90,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for col in ("module", "type", "params", "MACs", "MACs executed"):
         table.add_column(col, justify="left" if col in ("module", "type") else "right")
-    rows = report.modules
-    if args.depth is not None:
-        from collections import defaultdict
-
-        agg: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        for r in rows:
-            key = ".".join(r.name.split(".")[: args.depth]) or "(model)"
-            agg[key][0] += r.params
-            agg[key][1] += r.macs
-            agg[key][2] += r.macs_executed
-        for key, (prm, macs, ex) in agg.items():
-            table.add_row(key, "", f"{prm:,}", f"{macs:,}", f"{ex:,}")
-    else:
-        for r in rows:
-            table.add_row(
-                r.name or "(model)", r.type, f"{r.params:,}", f"{r.macs:,}", f"{r.macs_executed:,}"
-            )
+    for r in aggregate_modules(report, args.depth):
+        table.add_row(
+            r.name or "(model)", r.type, f"{r.params:,}", f"{r.macs:,}", f"{r.macs_executed:,}"
+        )
     table.add_section()
     table.add_row(
         "total", "", f"{report.params:,}", f"{report.macs:,}", f"{report.macs_executed:,}"
@@ -119,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
     for u in report.unsupported:
         console.print(f"[yellow]unsupported:[/yellow] {u}")
     return 0
+
+
+def _default_classes(name: str) -> int:
+    """The classifier size the zoo builder defaults to (1000 for ImageNet nets), else 10."""
+    import inspect
+
+    from nettle.models import MODELS
+
+    try:
+        default = inspect.signature(MODELS.get(name)).parameters["num_classes"].default
+    except (UnknownNameError, KeyError):
+        return 10
+    return default if isinstance(default, int) else 10
 
 
 def _solve(args: argparse.Namespace, shape: tuple[int, ...], classes: int):

@@ -54,7 +54,7 @@ for _t in (
 
 @register_formula(nn.Linear)
 def _linear(module: nn.Linear, inputs: tuple, output: torch.Tensor) -> OpCount:
-    rows = _numel(output) // module.out_features
+    rows = _numel(output) // module.out_features if module.out_features else 0
     return OpCount(
         macs=rows * module.in_features * module.out_features,
         bias=rows * module.out_features if module.bias is not None else 0,
@@ -63,7 +63,7 @@ def _linear(module: nn.Linear, inputs: tuple, output: torch.Tensor) -> OpCount:
 
 @register_formula(nn.Bilinear)
 def _bilinear(module: nn.Bilinear, inputs: tuple, output: torch.Tensor) -> OpCount:
-    rows = _numel(output) // module.out_features
+    rows = _numel(output) // module.out_features if module.out_features else 0
     macs = rows * module.out_features * module.in1_features * (module.in2_features + 1)
     return OpCount(macs=macs, bias=rows * module.out_features if module.bias is not None else 0)
 
@@ -83,6 +83,7 @@ for _t in (
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
     nn.LocalResponseNorm,
+    nn.RMSNorm,
 ):
     register_formula(_t)(_norm)
 
@@ -187,9 +188,23 @@ for _t in (
     nn.AlphaDropout,
     nn.Flatten,
     nn.Unflatten,
+    nn.ZeroPad1d,
     nn.ZeroPad2d,
+    nn.ZeroPad3d,
+    nn.ConstantPad1d,
     nn.ConstantPad2d,
+    nn.ConstantPad3d,
+    nn.ReflectionPad1d,
+    nn.ReflectionPad2d,
+    nn.ReflectionPad3d,
+    nn.ReplicationPad1d,
+    nn.ReplicationPad2d,
+    nn.ReplicationPad3d,
+    nn.CircularPad1d,
+    nn.CircularPad2d,
+    nn.CircularPad3d,
     nn.PixelShuffle,
+    nn.PixelUnshuffle,
     nn.ChannelShuffle,
     nn.Embedding,
 ):
@@ -198,44 +213,50 @@ for _t in (
 
 # --- recurrent layers -------------------------------------------------------------------------
 
-_GATES = {nn.RNN: 1, nn.GRU: 3, nn.LSTM: 4, nn.RNNCell: 1, nn.GRUCell: 3, nn.LSTMCell: 4}
-# per hidden unit and step: (activations, other elementwise ops) after the gate mat-vecs
+_RNN_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 3, "LSTM": 4}
+_CELL_GATES = ((nn.LSTMCell, 4), (nn.GRUCell, 3), (nn.RNNCell, 1))
+# per hidden unit and step, after the gate mat-vecs: (activations, other elementwise ops)
+# RNN: tanh/relu; GRU: 2 sigmoids + tanh, r*(.), (1-z), (1-z)*n, z*h (the sum is fused);
+# LSTM: 3 sigmoids + 2 tanh, f*c, i*g, their sum, o*tanh(c)
 _POINTWISE = {1: (1, 0), 3: (3, 4), 4: (5, 4)}
 
 
-def _steps(module: nn.RNNBase, x: Any) -> int:
-    """Number of (time step, sequence) pairs processed."""
+def _steps(x: Any) -> int:
+    """Number of (time step, sequence) pairs processed: T*N, or the real steps of a pack."""
     if isinstance(x, PackedSequence):
         return int(x.batch_sizes.sum())
     if x.dim() == 2:  # unbatched (T, I)
         return x.shape[0]
-    return x.shape[0] * x.shape[1]
+    return x.shape[0] * x.shape[1]  # (T, N, I) or (N, T, I): the same product
 
 
 @register_formula(nn.RNNBase)
 def _rnn(module: nn.RNNBase, inputs: tuple, output: Any) -> OpCount:
-    gates = _GATES.get(type(module), 1)
+    """Gate mat-vecs per step, layer and direction: gates * H * (I + H), I = H*dirs above."""
+    gates = _RNN_GATES[module.mode]
     h = module.hidden_size
     p = getattr(module, "proj_size", 0) or 0
     h_out = p or h
     dirs = 2 if module.bidirectional else 1
-    steps = _steps(module, _first(inputs))
-    macs = bias = act = elem = 0
+    runs = dirs * _steps(_first(inputs))  # (direction, step, sequence) triples per layer
+    a, e = _POINTWISE[gates]
+    macs = 0
     for layer in range(module.num_layers):
         i = module.input_size if layer == 0 else h_out * dirs
-        per_step = gates * h * (i + h_out) + (h * p if p else 0)
-        macs += dirs * steps * per_step
-        if module.bias:
-            bias += dirs * steps * 2 * gates * h
-        a, e = _POINTWISE[gates]
-        act += dirs * steps * a * h
-        elem += dirs * steps * e * h
-    return OpCount(macs=macs, bias=bias, activation=act, elementwise=elem)
+        macs += runs * (gates * h * (i + h_out) + h * p)  # + the LSTM projection
+    layers = module.num_layers
+    return OpCount(
+        macs=macs,
+        bias=layers * runs * 2 * gates * h if module.bias else 0,
+        activation=layers * runs * a * h,
+        elementwise=layers * runs * e * h,
+    )
 
 
 @register_formula(nn.RNNCellBase)
 def _cell(module: nn.RNNCellBase, inputs: tuple, output: Any) -> OpCount:
-    gates = _GATES[type(module)]
+    """One step: gates * H * (I + H) per example."""
+    gates = next(g for t, g in _CELL_GATES if isinstance(module, t))
     x = _first(inputs)
     n = x.shape[0] if x.dim() == 2 else 1
     h = module.hidden_size
@@ -250,6 +271,7 @@ def _cell(module: nn.RNNCellBase, inputs: tuple, output: Any) -> OpCount:
 
 @register_formula(nn.MultiheadAttention)
 def _attention(module: nn.MultiheadAttention, inputs: tuple, output: Any) -> OpCount:
+    """Q/K/V in-projections, Q K^T and A V (Lq * Lk * E each), out-projection."""
     q, k = inputs[0], inputs[1]
     e = module.embed_dim
     if q.dim() == 2:  # unbatched (L, E)
@@ -259,7 +281,9 @@ def _attention(module: nn.MultiheadAttention, inputs: tuple, output: Any) -> OpC
     else:
         lq, n, lk = q.shape[0], q.shape[1], k.shape[0]
     proj = lq * e * e + lk * module.kdim * e + lk * module.vdim * e
-    products = 2 * lq * lk * e  # Q K^T and A V, summed over heads
+    # the learned bias key/value and the zero key/value are attended to as extra positions
+    keys = lk + (module.bias_k is not None) + bool(module.add_zero_attn)
+    products = 2 * lq * keys * e  # summed over heads
     out_proj = lq * e * e
     bias = (lq + 2 * lk) * e * (module.in_proj_bias is not None) + lq * e * (
         module.out_proj.bias is not None
@@ -267,6 +291,6 @@ def _attention(module: nn.MultiheadAttention, inputs: tuple, output: Any) -> OpC
     return OpCount(
         macs=n * (proj + products + out_proj),
         bias=n * bias,
-        activation=n * module.num_heads * lq * lk,
+        activation=n * module.num_heads * lq * keys,  # softmax
         elementwise=n * lq * e,  # the 1/sqrt(d) scaling of the queries
     )

@@ -1,20 +1,27 @@
 """Counting conventions: which parts of a module's cost count as "MACs".
 
 Papers and tools disagree on what a multiply-add count includes, so nettle names its
-conventions. A convention maps (module, OpCount) to the number reported for that module; the
-dispatch-level fallback (matmul/conv ops inside modules without a formula) always counts.
+conventions. A convention maps (module, OpCount) to the number reported for that module. The
+dispatch-level fallback (matmul/conv/attention ops run inside modules without a formula) counts
+their multiply-adds under every convention. All counts are per example; one fused multiply-add
+is one MAC (FLOPs, as torch's `FlopCounterMode` reports them, are 2 x MACs).
 
-- `default`: multiply-adds of multiply-add ops only: convolutions, linear layers, matrix
-  products, recurrent gate mat-vecs, attention projections and products. No bias additions,
-  activations, normalisation, pooling or elementwise ops. One fused multiply-add = 1 MAC.
+- `default`: multiply-adds of multiply-add ops only: convolutions, linear and bilinear layers,
+  matrix products, recurrent gate mat-vecs, attention projections and products. No bias
+  additions, activations, normalisation, pooling, upsampling or elementwise ops. This is what
+  torchvision's "GFLOPS", fvcore and `FlopCounterMode`/2 report for conv/linear networks.
+  WRN-28-10 at 32x32: 5,243,328,768; ResNet-50 at 224x224: 4,089,184,256.
 - `deficient-efficient`: the count of Gray et al. 2019's `count.py` (BayesWatch/deficient-
-  efficient): convolution MACs without bias, plus one op per element entering an `nn.ReLU`,
-  plus output elements x window for `AvgPool2d`/`MaxPool2d` modules (adaptive pooling counts
-  0), plus the bias additions of `Linear` layers (`N * (weight + bias)` per Linear); batch
-  norm and other activations count 0; a substitute whose formula gives `reference_macs` (ACDC)
-  counts that. WRN-28-10 at 32x32: 5,245,638,922 (5.24564E+09).
+  efficient): convolution MACs without bias, plus one op per element entering an `nn.ReLU`
+  module, plus output elements x window for `AvgPool2d`/`MaxPool2d` modules (adaptive pooling
+  counts 0), plus the bias additions of `Linear` layers (`N * (weight + bias)` per Linear);
+  batch norm, other activations and functional ops other than multiply-adds count 0; a
+  substitute whose formula gives `reference_macs` (ACDC) counts that. Layers the script did
+  not know (recurrent, attention, Conv1d/3d) count their MACs as under `default`.
+  WRN-28-10 at 32x32: 5,245,638,922 (5.24564E+09).
 - `macs+elementwise`: everything a formula reports: MACs plus bias additions, activations,
-  normalisation, pooling, upsampling and other elementwise ops (close to ptflops' "MACs").
+  normalisation, pooling, upsampling and other elementwise ops of modules (close to ptflops'
+  "MACs" and thop's counts). Functional elementwise ops (`F.relu`, `x + y`) are not seen.
 """
 
 from __future__ import annotations

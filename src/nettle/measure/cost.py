@@ -1,40 +1,78 @@
 """`count(model, input_shape)`: parameters and multiply-adds, per module and in total.
 
-How: one forward pass (eval mode, no grad) with hooks on every module. A module whose type has
-a formula (`register_formula`) is costed by it and owns its whole subtree (its children are not
-costed again). Operations executed inside modules without a formula (a functional `F.conv2d`,
-`@`, `einsum` in a user's module) are caught at the dispatch level by torch's
-`FlopCounterMode` and attributed to the innermost module that ran them (1 MAC = 2 FLOPs).
-Anything neither knows (a parameterised leaf module without a formula and no counted ops, a
-heavy op without a flop formula such as the CPU LSTM kernel) is listed in `unsupported`,
-never silently zero. Counts are per example: whole-batch counts divided by the batch size.
+How: one forward pass (eval mode, no grad) with hooks on every module.
+
+- **Formulas own their subtree.** A module whose type has a formula (`register_formula`) is
+  costed by it, once per call, and nothing inside it is costed again: neither its children
+  (the `out_proj` Linear of a `MultiheadAttention`) nor the ops it runs. A formula for a
+  container therefore replaces the costs of its children; leave a container without a formula
+  to have its children counted one by one.
+- **Dispatch fallback.** Multiply-add ops run by modules without a formula (a functional
+  `F.conv2d`, `@`, `einsum`, `F.scaled_dot_product_attention` in a user's module) are counted
+  by torch's `FlopCounterMode` and attributed to the innermost module that ran them
+  (1 MAC = 2 FLOPs; theoretical = executed for these).
+- **Nothing silently zero.** A heavy op without a flop formula (an FFT, the CPU LSTM kernel of
+  an LSTM that had no formula) and a called module that holds parameters but was costed by
+  neither are listed in `unsupported`.
+- **Per example.** Counts are those of the whole batch divided by the batch size.
+- **Shared modules** cost once per call; their parameters count once.
+
+The pass also runs on the meta device (`count(model.to("meta"), shape)`): no arithmetic is
+done and the formulas give the same counts, which makes big models cheap to count.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.flop_counter import FlopCounterMode, addmm_flop, sdpa_flop_count
 
 from nettle.measure import builtin_formulas as _builtin  # noqa: F401  (registers formulas)
-from nettle.measure.conventions import get_convention
+from nettle.measure.conventions import Convention, get_convention
 from nettle.measure.formulas import OpCount, get_formula
 
-__all__ = ["CostReport", "ModuleCost", "count", "format_cost"]
+__all__ = ["CostReport", "ModuleCost", "aggregate_modules", "count", "format_cost"]
 
-# aten ops that do real arithmetic; one without a flop formula is reported as unsupported
-_HEAVY = ("conv", "mm", "matmul", "linear", "einsum", "rnn", "lstm", "gru", "attention", "fft")
+Shapes = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | Sequence[torch.Tensor]
+
+# aten ops doing multiply-adds, matched on whole "_"-separated words of the op name
+_HEAVY = re.compile(
+    r"(?:^|_)(?:conv(?:olution|\d+d)?|[a-z]*mm|matmul|linear|einsum|rnn|lstm|gru|attention|fft"
+    r"|transformer)(?:_|$)"
+)
+# flop formulas torch lacks: the CPU flash-attention kernel and the fused addmm+activation
+_EXTRA_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
+    ),
+    torch.ops.aten._addmm_activation: addmm_flop,
+}
+_OWNED = object()  # marks code running inside a module costed by its formula
 
 
 @dataclass
 class ModuleCost:
-    """The cost of one module (per example); `calls` counts its forward calls."""
+    """The cost of one module, per example.
+
+    Attributes:
+        name: qualified name ("" is the model itself).
+        type: class name.
+        params: the parameters this row accounts for: the whole subtree for a formula row,
+            the module's own (non-child) parameters for a dispatch row.
+        macs: theoretical multiply-adds under the report's convention.
+        macs_executed: multiply-adds the implementation really executes.
+        calls: forward calls during the pass.
+        input_shape: shape of the first input of the first call (with batch).
+        output_shape: shape of the (first) output of the first call.
+        source: "formula" or "dispatch" (counted by the `FlopCounterMode` fallback).
+    """
 
     name: str
     type: str
@@ -44,12 +82,12 @@ class ModuleCost:
     calls: int = 0
     input_shape: list[int] | None = None
     output_shape: list[int] | None = None
-    source: str = "formula"  # or "dispatch" (FlopCounterMode fallback)
+    source: str = "formula"
 
 
 @dataclass
 class CostReport:
-    """What `count` measured. `macs` are theoretical, under `convention`."""
+    """What `count` measured, per example. `macs` are theoretical, under `convention`."""
 
     params: int
     trainable_params: int
@@ -65,34 +103,17 @@ class CostReport:
         return asdict(self)
 
 
-class _HeavyOpLog(TorchDispatchMode):
-    """Records heavy aten ops that have no flop formula, with the module running them."""
-
-    def __init__(self, where: list[str]) -> None:
-        super().__init__()
-        self.where, self.seen = where, []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        packet = func._overloadpacket
-        name = packet.__name__
-        if (
-            packet not in flop_registry
-            and any(h in name for h in _HEAVY)
-            and self.where[-1] != "<owned>"
-        ):
-            self.seen.append(f"aten.{name} in {self.where[-1] or '(model)'}")
-        return func(*args, **(kwargs or {}))
-
-
 def _shape(x: Any) -> list[int] | None:
     if isinstance(x, torch.Tensor):
         return list(x.shape)
     if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
         return list(x[0].shape)
-    return None
+    data = getattr(x, "data", None)  # PackedSequence
+    return list(data.shape) if isinstance(data, torch.Tensor) else None
 
 
 def _bind(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, ...]:
+    """Positional inputs of a call, with keyword arguments put in their places."""
     if not kwargs:
         return args
     try:
@@ -101,190 +122,198 @@ def _bind(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, ...]:
         return args + tuple(kwargs.values())
 
 
+class _Pass:
+    """Hook state of one counting pass: who runs, what formulas say, where ops belong."""
+
+    def __init__(self, model: nn.Module, rule: Convention) -> None:
+        self.names = {m: name for name, m in model.named_modules()}
+        self.rule = rule
+        self.where: list[Any] = [""]  # innermost running module outside owned subtrees
+        self.depth = 0  # nesting depth inside the current formula-owned call
+        self.calls: Counter[str] = Counter()  # calls outside formula-owned subtrees
+        self.shapes: dict[str, tuple[list[int] | None, list[int] | None]] = {}
+        self.costs: dict[str, list[int]] = {}  # formula rows: [macs, executed]
+        self.flops: Counter[str] = Counter()  # dispatch-counted FLOPs per module
+        self.ops: set[str] = set()  # heavy ops without a flop formula
+
+    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.depth > 0:  # inside a formula-owned call: nothing here is costed again
+            self.depth += 1
+            self.where.append(_OWNED)
+            return
+        name = self.names[module]
+        self.calls[name] += 1
+        self.depth = 1 if get_formula(module) is not None else 0
+        self.where.append(_OWNED if self.depth else name)
+
+    def post(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self.where.pop()
+        if self.depth > 1:
+            self.depth -= 1
+            return
+        name = self.names[module]
+        self.shapes.setdefault(name, (_shape(args[0] if args else None), _shape(output)))
+        if self.depth == 1:  # the owner's call ends: apply its formula
+            self.depth = 0
+            cost: OpCount = get_formula(module)(module, _bind(module, args, kwargs), output)
+            row = self.costs.setdefault(name, [0, 0])
+            row[0] += self.rule(module, cost)
+            row[1] += cost.executed
+
+    def op(self, name: str, flops: int | None) -> None:
+        """An executed aten op: its FLOPs (None: no formula) go to the running module."""
+        where = self.where[-1]
+        if where is _OWNED:
+            return
+        if flops is not None:
+            self.flops[where] += flops
+        elif _HEAVY.search(name):
+            self.ops.add(f"aten.{name} in {where or '(model)'}")
+
+
+class _AttributingFlopCounter(FlopCounterMode):
+    """`FlopCounterMode` whose counts go to the running module of a `_Pass`."""
+
+    def __init__(self, state: _Pass) -> None:
+        super().__init__(display=False, custom_mapping=_EXTRA_FLOPS)
+        self.state = state
+
+    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+        name = getattr(func_packet, "__name__", str(func_packet))
+        if func_packet in self.flop_registry:
+            flops = self.flop_registry[func_packet](*args, **kwargs, out_val=out)
+            self.state.op(name, int(flops))
+        else:
+            self.state.op(name, None)
+        return out
+
+
 def _make_inputs(
-    input_shape: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | Sequence[torch.Tensor],
-    batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[tuple[torch.Tensor, ...], int]:
-    """The example inputs and the batch size the counts are divided by."""
+    input_shape: Shapes, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """Example inputs: given tensors moved to `device`, or uniform [0, 1) ones of each shape."""
     if isinstance(input_shape, torch.Tensor):
-        return (input_shape.to(device),), batch_size
+        return (input_shape.to(device),)
     items = list(input_shape)
     if items and isinstance(items[0], torch.Tensor):
-        return tuple(t.to(device) for t in items), batch_size
-    shapes = items if items and isinstance(items[0], (tuple, list)) else [items]
+        return tuple(t.to(device) for t in items)
+    shapes = items if items and isinstance(items[0], (tuple, list, torch.Size)) else [items]
     g = torch.Generator().manual_seed(0)
-    made = tuple(
+    return tuple(
         torch.rand((batch_size, *map(int, s)), generator=g, dtype=dtype).to(device) for s in shapes
     )
-    return made, batch_size
+
+
+def _placement(
+    model: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    tensors = list(model.parameters()) + list(model.buffers())
+    devices = {t.device for t in tensors}
+    dev = torch.device(device) if device is not None else next(iter(devices), torch.device("cpu"))
+    if device is not None and devices and dev not in devices:
+        raise ValueError(
+            f"count: the model is on {', '.join(sorted(map(str, devices)))}, not on {dev}; "
+            "move it first (model.to(device))"
+        )
+    floats = [t.dtype for t in tensors if t.is_floating_point()]
+    return dev, dtype or (floats[0] if floats else torch.get_default_dtype())
 
 
 def count(
     model: nn.Module,
-    input_shape: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | Sequence[torch.Tensor],
+    input_shape: Shapes,
     convention: str = "default",
     *,
     device: torch.device | str | None = None,
     batch_size: int = 1,
     dtype: torch.dtype | None = None,
 ) -> CostReport:
-    """Count parameters and multiply-adds of `model` for inputs of `input_shape`.
+    """Count parameters and multiply-adds of `model` for inputs of `input_shape`, per example.
 
     Args:
-        model: any module; its mode is restored afterwards.
+        model: any module; each submodule's train/eval mode is restored afterwards.
         input_shape: one shape without the batch dim, e.g. (3, 32, 32), a list of shapes for
-            several inputs, or example tensors (used as they are).
+            several inputs, or example tensors (used as they are, batch dim included).
         convention: a name from `list_conventions()`.
-        device: where to run the pass (default: the model's).
+        device: where to run the pass; the model must already be there (default: its device).
         batch_size: the batch of the pass, and what counts are divided by (with example
             tensors, give their batch size to get per-example counts).
-        dtype: input dtype (default: torch's default dtype).
+        dtype: dtype of the made inputs (default: the model's floating dtype).
+
+    Example:
+        >>> count(nn.Conv2d(3, 8, 3, padding=1), (3, 32, 32)).macs
+        221184
     """
+    if batch_size < 1:
+        raise ValueError(f"count: batch_size must be positive, got {batch_size}")
     rule = get_convention(convention)
-    p = next(model.parameters(), None)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (p.device if p is not None else torch.device("cpu"))
-    )
-    inputs, n = _make_inputs(input_shape, batch_size, dev, dtype or torch.get_default_dtype())
-    names = {m: name for name, m in model.named_modules()}
-    rows: dict[str, ModuleCost] = {}
-    where: list[str] = [""]
-    owned_depth = [0]
-    called: set[str] = set()
-    inside: set[str] = set()  # modules run inside a formula-owned module
-    handles = []
-
-    def pre_hook(module, args, kwargs):
-        name = names.get(module, "?")
-        called.add(name)
-        if owned_depth[0] > 0:
-            inside.add(name)
-        if owned_depth[0] == 0 and get_formula(module) is not None:
-            owned_depth[0] += 1
-            module._nettle_owner = True
-            where.append("<owned>")
-        elif owned_depth[0] > 0:
-            owned_depth[0] += 1
-            module._nettle_owner = False
-            where.append("<owned>")
-        else:
-            module._nettle_owner = False
-            where.append(name)
-
-    def post_hook(module, args, kwargs, output):
-        where.pop()
-        if owned_depth[0] == 0:
-            return
-        owned_depth[0] -= 1
-        if not getattr(module, "_nettle_owner", False):
-            return
-        cost: OpCount = get_formula(module)(module, _bind(module, args, kwargs), output)
-        name = names.get(module, "?")
-        row = rows.get(name)
-        if row is None:
-            subtree = sum(q.numel() for q in module.parameters())
-            row = rows[name] = ModuleCost(
-                name,
-                type(module).__name__,
-                subtree,
-                0,
-                0,
-                0,
-                _shape(args[0] if args else None),
-                _shape(output),
-            )
-        row.macs += rule(module, cost)
-        row.macs_executed += cost.executed
-        row.calls += 1
-
-    for module in names:
-        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-    was_training = model.training
+    dev, dt = _placement(model, device, dtype)
+    inputs = _make_inputs(input_shape, batch_size, dev, dt)
+    state = _Pass(model, rule)
+    handles = [m.register_forward_pre_hook(state.pre, with_kwargs=True) for m in state.names]
+    handles += [m.register_forward_hook(state.post, with_kwargs=True) for m in state.names]
+    modes = {m: m.training for m in state.names}
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # fused paths would skip child modules
     model.eval()
-    log = _HeavyOpLog(where)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as fcm, log:
+        with torch.no_grad(), _AttributingFlopCounter(state):
             model(*inputs)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
-        for module in names:
-            module.__dict__.pop("_nettle_owner", None)
-        model.train(was_training)
-    skip = set(rows) | inside
-    dispatched = _dispatch_rows(model, fcm.get_flop_counts(), called, skip)
-    rows.update(dispatched)
-    unsupported = sorted(set(log.seen)) + _silent_modules(model, called, skip, dispatched)
-    return _report(model, list(rows.values()), unsupported, convention, inputs, n)
-
-
-def _dispatch_rows(
-    model: nn.Module, flops: dict[str, dict[Any, int]], called: set[str], skip: set[str]
-) -> dict[str, ModuleCost]:
-    """MACs that `FlopCounterMode` saw in modules without a formula, each module's own share."""
-    root = type(model).__name__
-
-    def total(name: str) -> int:
-        return sum(flops.get(f"{root}.{name}" if name else root, {}).values())
-
-    def called_below(name: str, module: nn.Module) -> list[str]:
-        """The nearest called descendants (looking through containers never called)."""
-        out = []
-        for child, sub in module.named_children():
-            full = f"{name}.{child}" if name else child
-            out += [full] if full in called else called_below(full, sub)
-        return out
-
-    rows = {}
-    for name, module in model.named_modules():
-        if name not in called or name in skip:
-            continue
-        own = total(name) - sum(total(child) for child in called_below(name, module))
-        if own > 0:
-            params = sum(q.numel() for q in module.parameters(recurse=False))
-            rows[name] = ModuleCost(
-                name, type(module).__name__, params, own // 2, own // 2, 1, source="dispatch"
-            )
-    return rows
-
-
-def _silent_modules(
-    model: nn.Module, called: set[str], skip: set[str], dispatched: dict[str, ModuleCost]
-) -> list[str]:
-    """Called modules holding parameters that neither a formula nor the dispatcher costed."""
-    out = []
-    for name, module in model.named_modules():
-        if name in called and name not in skip and name not in dispatched:
-            held = sum(q.numel() for q in module.parameters(recurse=False))
-            if held:
-                out.append(
-                    f"{type(module).__name__} at {name or '(model)'}: no cost formula and no "
-                    f"counted ops for its {held} parameters"
-                )
-    return out
+        for m, training in modes.items():
+            m.training = training
+    return _report(model, state, convention, inputs, batch_size)
 
 
 def _report(
     model: nn.Module,
-    rows: list[ModuleCost],
-    unsupported: list[str],
+    state: _Pass,
     convention: str,
     inputs: tuple[torch.Tensor, ...],
     n: int,
 ) -> CostReport:
-    for r in rows:
-        r.macs //= n
-        r.macs_executed //= n
+    rows, unsupported = [], sorted(state.ops)
+    macs = executed = 0
+    for module, name in state.names.items():
+        if name not in state.calls:
+            continue
+        if name in state.costs:
+            m, e = state.costs[name]
+            params, source = sum(q.numel() for q in module.parameters()), "formula"
+        elif state.flops[name] > 0:
+            m = e = state.flops[name] // 2
+            params, source = sum(q.numel() for q in module.parameters(recurse=False)), "dispatch"
+        else:
+            held = sum(q.numel() for q in module.parameters(recurse=False))
+            if held:
+                unsupported.append(
+                    f"{type(module).__name__} at {name or '(model)'}: no cost formula and no "
+                    f"counted ops for its {held} parameters"
+                )
+            continue
+        macs, executed = macs + m, executed + e
+        shape_in, shape_out = state.shapes.get(name, (None, None))
+        rows.append(
+            ModuleCost(
+                name,
+                type(module).__name__,
+                params,
+                m // n,
+                e // n,
+                state.calls[name],
+                shape_in,
+                shape_out,
+                source,
+            )
+        )
     return CostReport(
         params=sum(q.numel() for q in model.parameters()),
         trainable_params=sum(q.numel() for q in model.parameters() if q.requires_grad),
-        macs=sum(r.macs for r in rows),
-        macs_executed=sum(r.macs_executed for r in rows),
+        macs=macs // n,
+        macs_executed=executed // n,
         convention=convention,
         input_shape=list(inputs[0].shape[1:]),
         modules=rows,
@@ -292,22 +321,34 @@ def _report(
     )
 
 
+def aggregate_modules(report: CostReport, depth: int | None = None) -> list[ModuleCost]:
+    """The module rows summed over names cut to `depth` parts (None: the rows as they are)."""
+    if depth is None:
+        return list(report.modules)
+    out: dict[str, ModuleCost] = {}
+    for r in report.modules:
+        key = ".".join(r.name.split(".")[:depth]) if r.name else ""
+        agg = out.get(key)
+        if agg is None:
+            kind = r.type if key == r.name else ""
+            agg = out[key] = ModuleCost(key, kind, 0, 0, 0, r.calls, source=r.source)
+        agg.params += r.params
+        agg.macs += r.macs
+        agg.macs_executed += r.macs_executed
+    return list(out.values())
+
+
 def format_cost(report: CostReport, depth: int | None = None) -> str:
     """A plain-text table of the module rows (aggregated to `depth` name parts) and totals."""
-    agg: dict[str, list[int]] = {}
-    for r in report.modules:
-        key = ".".join(r.name.split(".")[:depth]) if depth and r.name else (r.name or "(model)")
-        row = agg.setdefault(key, [0, 0, 0])
-        row[0] += r.params
-        row[1] += r.macs
-        row[2] += r.macs_executed
-    width = max([len(k) for k in agg] + [6])
+    rows = [
+        (r.name or "(model)", r.params, r.macs, r.macs_executed)
+        for r in aggregate_modules(report, depth)
+    ]
+    width = max([len(r[0]) for r in rows] + [6])
     lines = [f"{'module':<{width}} {'params':>14} {'MACs':>16} {'MACs executed':>16}"]
-    for key, (params, macs, execd) in agg.items():
-        lines.append(f"{key:<{width}} {params:>14,} {macs:>16,} {execd:>16,}")
+    lines += [f"{k:<{width}} {p:>14,} {m:>16,} {e:>16,}" for k, p, m, e in rows]
     lines.append(
         f"{'total':<{width}} {report.params:>14,} {report.macs:>16,} {report.macs_executed:>16,}"
     )
-    for u in report.unsupported:
-        lines.append(f"unsupported: {u}")
+    lines += [f"unsupported: {u}" for u in report.unsupported]
     return "\n".join(lines)
