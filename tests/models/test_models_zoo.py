@@ -1,51 +1,73 @@
+"""The zoo: published parameter counts, torchvision as a second oracle, hand counts, the
+invariants of every registered model, and where the substitution hook is used."""
+
+import functools
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-import nettle.nn.substitutes.base as subs
 from nettle.models import create_model, list_models
 from nettle.registry import UnknownNameError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared, loaded 2-core machine two threads spin and crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _meta(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+# --------------------------------------------------------------------------- published counts
 @pytest.mark.parametrize(
     ("name", "kwargs", "expected"),
     [
         ("wrn-28-10", {}, 36_479_194),  # Zagoruyko & Komodakis; Gray et al. count.py
+        ("wrn-40-2", {}, 2_243_546),  # Gray et al.: 2.24355E+06
         ("resnet18", {"num_classes": 1000}, 11_689_512),
         ("resnet34", {"num_classes": 1000}, 21_797_672),
         ("resnet50", {"num_classes": 1000}, 25_557_032),
         ("wrn-50-2", {"num_classes": 1000}, 68_883_240),
-        ("vgg16", {"num_classes": 1000, "head": "imagenet", "batch_norm": False}, 138_357_544),
+        ("vgg16", {"num_classes": 1000, "head": "imagenet"}, 138_357_544),
+        ("wrn-28-10", {"conv": "Sep"}, 4_380_138),  # Gray et al. section 3.1
+        ("wrn-28-10", {"conv": "Generic_0.03"}, 601_162),
+        ("wrn-28-10", {"conv": "Shuffle_4"}, 823_674),
     ],
 )
 def test_published_parameter_counts(name, kwargs, expected):
-    with torch.device("meta"):
-        model = create_model(name, **kwargs)
-    assert _params(model) == expected
+    assert _params(_meta(name, **kwargs)) == expected
 
 
 @pytest.mark.parametrize(
-    ("name", "reference"),
+    ("name", "kwargs", "reference"),
     [
-        ("resnet50", torchvision.models.resnet50),
-        ("wrn-50-2", torchvision.models.wide_resnet50_2),
-        ("vgg11", lambda: torchvision.models.vgg11()),
+        ("resnet18", {}, torchvision.models.resnet18),
+        ("resnet34", {}, torchvision.models.resnet34),
+        ("resnet50", {}, torchvision.models.resnet50),
+        ("wrn-50-2", {}, torchvision.models.wide_resnet50_2),
+        ("vgg16", {"head": "imagenet"}, torchvision.models.vgg16),
+        ("vgg19", {"head": "imagenet"}, torchvision.models.vgg19),
     ],
 )
-def test_parameter_shapes_match_torchvision(name, reference):
-    kwargs = {"num_classes": 1000}
-    if name.startswith("vgg"):
-        kwargs.update(head="imagenet", batch_norm=False)
+def test_same_state_dict_layout_as_torchvision(name, kwargs, reference):
+    ours = _meta(name, num_classes=1000, **kwargs)
     with torch.device("meta"):
-        ours, theirs = create_model(name, **kwargs), reference()
-    assert sorted(p.shape for p in ours.parameters()) == sorted(
-        p.shape for p in theirs.parameters()
-    )
+        theirs = reference()
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    assert _params(ours) == _params(theirs)
 
 
 def _wrn_params(depth: int, k: int, classes: int = 10) -> int:
@@ -63,85 +85,162 @@ def _wrn_params(depth: int, k: int, classes: int = 10) -> int:
     return total + 2 * widths[3] + widths[3] * classes + classes
 
 
-@pytest.mark.parametrize(("depth", "k"), [(16, 4), (40, 2), (28, 10), (10, 1)])
+@pytest.mark.parametrize(("depth", "k"), [(16, 4), (40, 2), (28, 10), (10, 1), (22, 3)])
 def test_wrn_counts_by_hand(depth, k):
-    with torch.device("meta"):
-        assert _params(create_model(f"wrn-{depth}-{k}")) == _wrn_params(depth, k)
+    assert _params(_meta(f"wrn-{depth}-{k}")) == _wrn_params(depth, k)
 
 
-SMALL = ["simple-cnn", "wrn-16-2", "vgg11", "resnet18", "darts"]
+def test_wrn_16_4_and_simple_cnn_counts():
+    # WRN-16-4: n = 2 blocks per group, widths 16/64/128/256.
+    stem = 3 * 16 * 9
+    group1 = (2 * 16 + 16 * 64 * 9 + 2 * 64 + 64 * 64 * 9 + 16 * 64) + (4 * 64 + 2 * 64 * 64 * 9)
+    group2 = (2 * 64 + 64 * 128 * 9 + 2 * 128 + 128 * 128 * 9 + 64 * 128) + (
+        4 * 128 + 2 * 128 * 128 * 9
+    )
+    group3 = (2 * 128 + 128 * 256 * 9 + 2 * 256 + 256 * 256 * 9 + 128 * 256) + (
+        4 * 256 + 2 * 256 * 256 * 9
+    )
+    head = 2 * 256 + 256 * 10 + 10
+    assert stem + group1 + group2 + group3 + head == 2_748_890
+    assert _params(_meta("wrn-16-4")) == 2_748_890
+    # simple-cnn, one channel: convs 1-32-64-128 (3x3, no bias), 3 BNs, Linear 128 -> 10.
+    hand = 9 * (1 * 32 + 32 * 64 + 64 * 128) + 2 * (32 + 64 + 128) + 128 * 10 + 10
+    assert hand == 94_186
+    assert _params(_meta("simple-cnn", in_channels=1)) == hand
 
 
-@pytest.mark.parametrize("name", SMALL)
-def test_forward_backward_invariants(name):
+# --------------------------------------------------------------------- every registered model
+# name in list_models() -> (a concrete name, extra kwargs, input height/width of a batch of one;
+# the ImageNet networks get 64x64 so that their last stage still has 2x2 values per channel for BN)
+CASES = {
+    "bayes-lenet": ("bayes-lenet", {}, 28),
+    "darts": ("darts", {"channels": 8, "layers": 5}, 32),
+    "resnet18": ("resnet18", {}, 64),
+    "resnet34": ("resnet34", {}, 64),
+    "resnet50": ("resnet50", {}, 64),
+    "simple-cnn": ("simple-cnn", {}, 8),
+    "vgg11": ("vgg11", {}, 32),
+    "vgg13": ("vgg13", {}, 32),
+    "vgg16": ("vgg16", {}, 32),
+    "vgg19": ("vgg19", {}, 32),
+    "wrn-50-2": ("wrn-50-2", {}, 64),
+    "wrn-<depth>-<width>": ("wrn-16-2", {"dropout": 0.1}, 32),
+}
+NAMES = sorted(CASES)
+
+
+def test_every_registered_model_has_a_case():
+    assert list_models() == NAMES
+
+
+@functools.cache
+def _built(name: str) -> nn.Module:
+    concrete, kwargs, _ = CASES[name]
     torch.manual_seed(0)
-    kwargs = {"channels": 8, "layers": 5, "conv": "Conv"} if name == "darts" else {}
-    model = create_model(name, num_classes=7, in_channels=3, **kwargs)
-    x = torch.rand(2, 3, 32, 32)
-    out = model(x)
-    assert out.shape == (2, 7)
+    return create_model(concrete, num_classes=7, **kwargs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward_invariants(name):
+    model = _built(name).train()
+    size = CASES[name][2]
+    model.zero_grad(set_to_none=True)
+    out = model(torch.rand(1, 3, size, size))
+    assert out.shape == (1, 7)
     assert torch.isfinite(out).all()
     out.square().sum().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
-    assert no_grad == []
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     names = dict(model.named_modules())
-    assert model.at_layers and all(n in names for n in model.at_layers)
+    assert model.at_layers and [n for n in model.at_layers if n not in names] == []
 
 
-@pytest.mark.parametrize("name", ["simple-cnn", "wrn-10-1", "vgg11"])
-def test_one_channel_and_normalize(name):
-    model = create_model(name, num_classes=3, in_channels=1, mean=[0.5], std=[0.25]).eval()
-    x = torch.rand(2, 1, 32, 32)
-    torch.testing.assert_close(model(x), model.net((x - 0.5) / 0.25))
-    assert model.at_layers[0].startswith("net.")
-
-
-def test_conv_hook_is_used_exactly_where_the_reference_substitutes(monkeypatch):
-    calls = []
-    real = subs.get_conv_class
-
-    def recording(spec):
-        factory = real(None)
-
-        def build(c_in, c_out, k, **kw):
-            if spec == "Probe":
-                calls.append((c_in, c_out, k, kw.get("stride", 1)))
-            return factory(c_in, c_out, k, **kw)
-
-        return build if spec == "Probe" else real(spec)
-
-    for module in ("wrn", "resnet", "vgg", "simple_cnn"):
-        monkeypatch.setattr(f"nettle.models.{module}.get_conv_class", recording)
+@pytest.mark.parametrize("name", NAMES)
+def test_one_input_channel(name):
+    concrete, kwargs, size = CASES[name]
+    model = _meta(concrete, num_classes=5, in_channels=1, **kwargs)
     with torch.device("meta"):
-        create_model("wrn-28-10", conv="Probe")
-        assert len(calls) == 24 and all(k == 3 for _, _, k, _ in calls)  # 24 3x3 block convs
-        calls.clear()
-        create_model("wrn-50-2", conv="Probe")
-        assert len(calls) == 16 * 3 + 4  # every bottleneck conv + 4 downsample shortcuts
-        calls.clear()
-        create_model("vgg16", conv="Probe")
-        assert len(calls) == 12  # 13 convs but the first
-        calls.clear()
-        create_model("simple-cnn", conv="Probe")
-        assert len(calls) == 2
+        assert model(torch.rand(2, 1, size, size)).shape == (2, 5)
 
 
-def test_conv_spec_conv_equals_default():
-    with torch.device("meta"):
-        assert _params(create_model("wrn-16-4", conv="Conv")) == _params(create_model("wrn-16-4"))
+@pytest.mark.parametrize("name", NAMES)
+def test_conv_spec_conv_builds_the_dense_network(name):
+    concrete, kwargs, _ = CASES[name]
+    if name == "bayes-lenet":  # compressed by its own Bayesian layers, not by substitutes
+        with pytest.raises(ValueError, match="no conv= substitute"):
+            _meta(concrete, conv="Conv")
+        return
+    dense = "Sep" if name == "darts" else None  # DARTS's reference network is separable
+    assert _params(_meta(concrete, conv=dense, **kwargs)) == _params(
+        _meta(concrete, conv="Conv" if dense is None else "Sep", **kwargs)
+    )
+    if dense is None:
+        assert _params(_meta(concrete, conv="Sep", **kwargs)) < _params(_meta(concrete, **kwargs))
 
 
-def test_errors_name_the_problem():
-    with pytest.raises(
-        UnknownNameError, match=r"unknown model 'resnet9'; known: .*wrn-<depth>-<width>"
-    ):
+@pytest.mark.parametrize("name", NAMES)
+def test_unexpected_keyword_is_named(name):
+    with pytest.raises(ValueError, match=r"takes no argument 'colour_depth'; its options"):
+        create_model(CASES[name][0], colour_depth=8)
+
+
+def test_unknown_name_lists_the_known_names():
+    with pytest.raises(UnknownNameError) as err:
         create_model("resnet9")
-    with pytest.raises(ValueError, match="6n \\+ 4"):
-        create_model("wrn-27-10")
-    with pytest.raises(ValueError, match="takes no argument 'dropot'; its options: dropout"):
-        create_model("wrn-16-4", dropot=0.3)
-    with pytest.raises(ValueError, match="head must be"):
-        create_model("vgg11", head="tiny")
-    with pytest.raises(ValueError, match="both mean and std"):
-        create_model("simple-cnn", mean=[0.5])
-    assert "simple-cnn" in list_models()
+    assert str(err.value) == f"unknown model 'resnet9'; known: {', '.join(list_models())}"
+    assert "wrn-<depth>-<width>" in str(err.value)
+
+
+# ------------------------------------------------------------------------ attention points
+def _at_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    modules = dict(model.named_modules())
+    seen: list[tuple[int, ...]] = []
+    hooks = [
+        modules[n].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+        for n in model.at_layers
+    ]
+    with torch.device("meta"):
+        model(torch.rand(shape))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_attention_points_of_the_reference_networks():
+    wrn = _meta("wrn-28-10")
+    assert wrn.at_layers == ["block1", "block2", "block3"]
+    assert _at_shapes(wrn, (1, 3, 32, 32)) == [(1, 160, 32, 32), (1, 320, 16, 16), (1, 640, 8, 8)]
+    wrn50 = _meta("wrn-50-2", num_classes=1000)
+    assert wrn50.at_layers == ["layer1", "layer2", "layer3", "layer4"]
+    assert _at_shapes(wrn50, (1, 3, 224, 224)) == [
+        (1, 256, 56, 56),
+        (1, 512, 28, 28),
+        (1, 1024, 14, 14),
+        (1, 2048, 7, 7),
+    ]
+    vgg = _meta("vgg16")
+    assert [s[1:] for s in _at_shapes(vgg, (1, 3, 32, 32))] == [
+        (64, 16, 16),
+        (128, 8, 8),
+        (256, 4, 4),
+        (512, 2, 2),
+        (512, 1, 1),
+    ]
+    assert _at_shapes(_meta("simple-cnn", in_channels=1), (1, 1, 8, 8)) == [
+        (1, 64, 4, 4),
+        (1, 128, 4, 4),
+    ]
+
+
+def test_vgg_heads():
+    imagenet = _meta("vgg16", num_classes=1000, head="imagenet")
+    with torch.device("meta"):
+        assert imagenet(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in imagenet.modules())
+    cifar = _meta("vgg16")
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in cifar.modules()) == 13
+    assert isinstance(cifar.classifier, nn.Linear) and cifar.classifier.in_features == 512
+    # CIFAR VGG-16: 13 convs (+ BN) and one Linear 512 -> 10.
+    convs = [(3, 64), (64, 64), (64, 128), (128, 128)] + [(128, 256)] + [(256, 256)] * 2
+    convs += [(256, 512)] + [(512, 512)] * 5
+    assert _params(cifar) == sum(9 * a * b + 2 * b for a, b in convs) + 512 * 10 + 10

@@ -43,15 +43,18 @@ def _resolve(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
     raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(list_models())}")
 
 
-def _check_kwargs(name: str, builder: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
+def _check_kwargs(
+    name: str, builder: Callable[..., nn.Module], fixed: dict[str, Any], kwargs: dict[str, Any]
+) -> None:
+    clash = [k for k in kwargs if k in fixed]
+    if clash:
+        raise ValueError(f"model {name!r} sets {', '.join(map(repr, clash))} by its name")
     params = inspect.signature(builder).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     unknown = [k for k in kwargs if k not in params]
     if unknown:
-        allowed = [
-            k for k in params if k not in ("num_classes", "in_channels", "conv", "depth", "width")
-        ]
+        allowed = [k for k in params if k not in ("num_classes", "in_channels", "conv", *fixed)]
         raise ValueError(
             f"model {name!r} takes no argument {', '.join(map(repr, unknown))}; "
             f"its options: {', '.join(allowed) or '(none)'}"
@@ -79,10 +82,12 @@ def create_model(
         **kwargs: family options (e.g. `dropout` for WRN, `head` for VGG).
     """
     builder, fixed = _resolve(name)
-    _check_kwargs(name, builder, kwargs)
-    model = builder(num_classes=num_classes, in_channels=in_channels, conv=conv, **fixed, **kwargs)
+    _check_kwargs(name, builder, fixed, kwargs)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
+    if mean is not None and len(mean) != in_channels:
+        raise ValueError(f"mean has {len(mean)} values but the model has {in_channels} channels")
+    model = builder(num_classes=num_classes, in_channels=in_channels, conv=conv, **fixed, **kwargs)
     if mean is not None:
         at = list(getattr(model, "at_layers", []))
         wrapped = nn.Sequential()

@@ -1,8 +1,13 @@
 """A small CNN for MNIST-size images (8x8 digits, 28x28 MNIST, 32x32 CIFAR).
 
 Three 3x3 conv-BN-ReLU layers (32, 64, 128 channels) with a 2x2 max-pool after the second,
-global average pooling and a linear classifier: about 93k parameters. Substitution: every conv
-except the first (the stem sees the raw image channels) is built through `conv=`.
+global average pooling and a linear classifier: 94,186 parameters for one input channel and 10
+classes. It reaches about 99% test accuracy on the 8x8 digits after three epochs of Adam, in
+about a second of one CPU core.
+
+Substitution: every conv except the first (the stem sees the raw image channels) is built
+through `conv=`; the classifier stays dense. Attention-transfer points: the outputs of the two
+later stages (`stage1` at half resolution after its max-pool, `stage2`).
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ class WideResNet(nn.Module):
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(
                 f"WRN depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40...), got {depth}"
+                " (the ImageNet network is 'wrn-50-2')"
             )
         if width < 1:
             raise ValueError(f"WRN width must be >= 1, got {width}")
