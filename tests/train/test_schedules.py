@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nettle.config import ScheduleConfig
-from nettle.train.schedules import create_scheduler, lr_at
+from nettle.train.schedules import SCHEDULES, create_scheduler, lr_at
 
 
 def test_step_schedule():
@@ -54,3 +54,40 @@ def test_onecycle_wraps_torch_and_lambda_state_roundtrip():
     s2.step()
     s3.step()
     assert opt2.param_groups[0]["lr"] == opt3.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize(("total", "pct"), [(10, 0.3), (97, 0.25), (400, 0.5)])
+def test_onecycle_values_are_torch_values(total, pct):
+    cfg = ScheduleConfig(name="onecycle", max_lr=0.8, pct_start=pct)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = create_scheduler(opt, cfg, total)
+    for step in range(total):
+        assert opt.param_groups[0]["lr"] == pytest.approx(lr_at(cfg, total, 0.1, step), rel=1e-12)
+        opt.step()
+        if step < total - 1:
+            sched.step()
+    assert lr_at(cfg, total, 0.1, 0) == pytest.approx(0.8 / 25)
+    assert lr_at(cfg, total, 0.1, total - 1) == pytest.approx(0.8 / 25 / 1e4)
+
+
+def test_clr_slopes_and_default_low_end():
+    # one triangle over 90 steps (45 up, 45 down), then 10 annihilation steps
+    cfg = ScheduleConfig(name="clr", max_lr=2.0, cycles=1, annihilation=0.1)
+    low = 0.2  # min_lr 0: a tenth of max_lr
+    assert lr_at(cfg, 100, 1.0, 0) == pytest.approx(low)
+    assert lr_at(cfg, 100, 1.0, 9) == pytest.approx(low + (2.0 - low) * 18 / 90)
+    assert lr_at(cfg, 100, 1.0, 45) == pytest.approx(2.0)
+    assert lr_at(cfg, 100, 1.0, 81) == pytest.approx(low + (2.0 - low) * 18 / 90)
+    assert lr_at(cfg, 100, 1.0, 95) == pytest.approx(low + (low / 100 - low) * 0.5)
+
+
+def test_warmup_then_step():
+    cfg = ScheduleConfig(name="step", warmup_epochs=0.5, milestones=[0.5], gamma=0.5)
+    # 20 steps per epoch, 10 warmup steps, then 90 steps with one drop at 45
+    lrs = [lr_at(cfg, 100, 0.4, s, 20) for s in (0, 4, 9, 10, 54, 55, 99)]
+    assert lrs == pytest.approx([0.04, 0.2, 0.4, 0.4, 0.4, 0.2, 0.2])
+
+
+def test_every_schedule_is_registered():
+    assert sorted(SCHEDULES.names()) == ["clr", "constant", "cosine", "onecycle", "step"]

@@ -11,7 +11,9 @@ Each schedule is a multiplier of the optimiser's base LR as a function of the st
   `min_lr` and `max_lr` over the first `1 - annihilation` of training, then a final annihilation
   (Smith & Topin 2018, super-convergence, arXiv:1708.07120) falling linearly from `min_lr` to
   `min_lr / 100`. With `min_lr: 0` the low end is `max_lr / 10`.
-- `onecycle`: torch's `OneCycleLR` (cosine up for `pct_start`, then down).
+- `onecycle`: torch's `OneCycleLR` (two phases: cosine up from `max_lr / 25` to `max_lr` over
+  `pct_start` of training, then cosine down to `max_lr / 25 / 1e4`; warmup and `min_lr` are not
+  used); `schedule_factor` reproduces its values for plots and tests.
 """
 
 from __future__ import annotations
@@ -74,11 +76,32 @@ def _clr(cfg: ScheduleConfig, total: int, base_lr: float) -> Factor:
     return factor
 
 
+@SCHEDULES.register("onecycle")
+def _onecycle(cfg: ScheduleConfig, total: int, base_lr: float) -> Factor:
+    """The values of torch's two-phase `OneCycleLR` (div_factor 25, final_div_factor 1e4)."""
+    high = (cfg.max_lr or base_lr) / base_lr
+    start, end = high / 25.0, high / 25.0 / 1e4
+    total = max(total, 2)
+    peak = float(cfg.pct_start * total) - 1.0
+
+    def cos(a: float, b: float, pct: float) -> float:
+        return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+
+    def factor(step: int) -> float:
+        if step <= peak and peak > 0:
+            return cos(start, high, step / peak)
+        return cos(high, end, (step - peak) / (total - 1 - peak))
+
+    return factor
+
+
 def schedule_factor(
     cfg: ScheduleConfig, total: int, base_lr: float, steps_per_epoch: int = 1
 ) -> Factor:
-    """The LR multiplier at each step, warmup included (not for `onecycle`)."""
+    """The LR multiplier at each step, warmup included (`onecycle` has no warmup)."""
     body = SCHEDULES.get(cfg.name)
+    if cfg.name == "onecycle":
+        return body(cfg, total, base_lr)
     warm = _warmup(cfg, total, steps_per_epoch)
     inner = body(cfg, max(total - warm, 1), base_lr)
 
@@ -116,6 +139,3 @@ def create_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, schedule_factor(cfg, total_steps, base_lr, steps_per_epoch)
     )
-
-
-SCHEDULES.add("onecycle", _constant)  # listed for discovery; built by `create_scheduler`
