@@ -83,21 +83,22 @@ def find_mnist_file(root: Path, name: str) -> Path | None:
     return None
 
 
-def _split_files(root: Path, split: str) -> list[Path | None]:
+def _split_names(split: str) -> tuple[str, str]:
     prefix = "train" if split == "train" else "t10k"
-    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    return [find_mnist_file(root, n) for n in names]
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
 
 
 def _read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    prefix = "train" if split == "train" else "t10k"
-    images_file, labels_file = _split_files(root, split)
-    for name, found in zip(("images-idx3", "labels-idx1"), (images_file, labels_file)):
-        if found is None:
+    found = []
+    for name in _split_names(split):
+        path = find_mnist_file(root, name)
+        if path is None:
             raise FileNotFoundError(
-                f"{root / f'{prefix}-{name}-ubyte'}[.gz] not found (also looked in "
-                f"{root / 'MNIST' / 'raw'}); set data.download: true to fetch MNIST"
+                f"{root / name}[.gz] not found (also looked in {root / 'MNIST' / 'raw'}); "
+                "set data.download: true to fetch MNIST"
             )
+        found.append(path)
+    images_file, labels_file = found
     images, labels = read_idx(images_file), read_idx(labels_file)
     if images.dtype != np.uint8 or images.ndim != 3:
         raise ValueError(f"{images_file}: expected unsigned bytes (N, H, W), got {images.shape}")
@@ -113,7 +114,7 @@ def _load_mnist(
     split: str, root: Path | None, image_size: int | None, download: bool
 ) -> TensorDataset:
     root = require_root("mnist", root)
-    if download and None in _split_files(root, split):
+    if download and any(find_mnist_file(root, n) is None for n in _split_names(split)):
         import torchvision
 
         torchvision.datasets.MNIST(str(root), train=split == "train", download=True)
