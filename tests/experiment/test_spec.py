@@ -58,3 +58,25 @@ def test_errors_name_the_problem(tmp_path):
         plan_sweep({"grdi": {}})
     with pytest.raises(ConfigError, match="no such sweep file"):
         plan_sweep(tmp_path / "missing.yaml")
+
+
+def test_exclude_matches_resolved_values_and_names_bad_keys():
+    spec = {
+        "base": {"train": {"epochs": 2}},
+        "grid": {"train.seed": [0, 1], "model.conv": [None, "Sep"]},
+        "exclude": [{"train.epochs": 2, "model.conv": "Sep"}],  # epochs comes from the base
+    }
+    plan = plan_sweep(spec)
+    assert [(r.config.train.seed, r.config.model.conv) for r in plan.runs] == [(0, None), (1, None)]
+    assert [r.name for r in plan.runs] == [
+        "train.seed=0,model.conv=null",
+        "train.seed=1,model.conv=null",
+    ]
+    with pytest.raises(ConfigError, match="exclude: 'train.sed' is not a field of any run"):
+        plan_sweep({"grid": {"train.seed": [0]}, "exclude": [{"train.sed": 0}]})
+    with pytest.raises(ConfigError, match="include must be a list of mappings"):
+        plan_sweep({"include": {"train.seed": 3}})
+    with pytest.raises(
+        ConfigError, match=r"run \[data.batch_size=0\]: data.batch_size: Input should be greater"
+    ):
+        plan_sweep({"list": [{"data.batch_size": 0}]})

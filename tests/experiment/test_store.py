@@ -9,7 +9,9 @@ from nettle.experiment.store import Store, StoreError
 def test_runs_status_metrics_and_queries(tmp_path):
     store = Store(tmp_path / "nettle.db")
     assert store.add_run("a1", {"train": {"seed": 0}}, sweep="s", name="seed=0")
-    assert not store.add_run("a1", {"other": 1})  # an existing id is never overwritten
+    assert not store.add_run("a1", {"train": {"seed": 0}})  # an existing id is kept as is
+    with pytest.raises(StoreError, match="'a1' already exists with a different config"):
+        store.add_run("a1", {"other": 1})  # never overwritten
     store.add_run("b2", {"train": {"seed": 1}}, sweep="s", name="seed=1")
     store.set_status("a1", "running", pid=123, code_version="abc")
     store.set_status("a1", "done")
@@ -58,7 +60,7 @@ def test_concurrent_writers(tmp_path):
     path = tmp_path / "nettle.db"
     Store(path)
     procs = [
-        multiprocessing.get_context("spawn").Process(target=_writer, args=(path, w))
+        multiprocessing.get_context("fork").Process(target=_writer, args=(path, w))
         for w in range(4)
     ]
     for p in procs:
@@ -68,3 +70,53 @@ def test_concurrent_writers(tmp_path):
         assert p.exitcode == 0
     runs = Store(path).query(status="done")
     assert len(runs) == 200 and all(r["metrics"]["i"] == int(r["id"].split("-")[1]) for r in runs)
+
+
+def test_config_filters_claims_and_batches(tmp_path):
+    store = Store(tmp_path / "nettle.db")
+    runs = [
+        {"id": f"r{i}", "config": {"train": {"optim": {"lr": lr}}, "model": {"conv": conv}}}
+        for i, (lr, conv) in enumerate([(0.1, None), (0.05, "Sep"), (0.1, "Sep")])
+    ]
+    assert store.add_runs([r | {"sweep": "s"} for r in runs]) == 3
+    assert store.add_runs(runs[:1]) == 0  # same config, same id: kept, not added again
+    assert [r["id"] for r in store.query(where=["train.optim.lr=0.1"])] == ["r0", "r2"]
+    assert [r["id"] for r in store.query(where=["model.conv=null"])] == ["r0"]
+    assert [r["id"] for r in store.query(where=["model.conv=Sep", "train.optim.lr<0.1"])] == ["r1"]
+    assert store.claim("r0", owner="1:2") and not store.claim("r0", owner="3:4")
+    store.set_process("r0", 4321, 4321)
+    row = store.get("r0")
+    assert (row["status"], row["attempts"], row["pid"], row["pgid"], row["owner"]) == (
+        "running",
+        1,
+        4321,
+        4321,
+        "1:2",
+    )
+    store.record_failure("r0", "crashed: SIGSEGV", "Fatal Python error")
+    assert store.claim("r0", owner="5:6") and store.get("r0")["attempts"] == 2
+    assert store.get("r0")["reason"] is None  # a new attempt clears the old reason
+    store.set_status("r0", "done")
+    assert not store.claim("r0", owner="5:6")
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.query(status="finished")
+
+
+def test_version_1_store_is_migrated(tmp_path):
+    path = tmp_path / "nettle.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, sweep TEXT, name TEXT, run_dir TEXT,"
+        " config TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'planned', reason TEXT,"
+        " log_tail TEXT, attempts INTEGER NOT NULL DEFAULT 0, code_version TEXT, host TEXT,"
+        " pid INTEGER, created REAL NOT NULL, started REAL, finished REAL);"
+        "INSERT INTO runs (id, config, created) VALUES ('old', '{}', 0);"
+    )
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.get("old")["pgid"] is None and store.get("old")["status"] == "planned"
+    version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0]
+    assert version == "2"

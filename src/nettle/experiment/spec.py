@@ -11,9 +11,15 @@ A sweep file (YAML, safe loader):
     include: [{train.optim.lr: 0.2}]                               # add runs
 
 The expansion is grid x zip x list (each absent part is one empty variant); `exclude` removes
-runs whose overrides match all the given keys; `include` adds runs. Every run is a validated
-`ExperimentConfig` (errors name the file, the run's overrides and the field), identified by
-`config_hash` (the same spec gives the same ids in every process); duplicates collapse.
+runs whose resolved config has all the given values (a key that no run has is an error);
+`include` adds runs. Every run is a validated `ExperimentConfig` (errors name the file, the
+run's overrides and the field), identified by `config_hash` (the same spec gives the same ids
+in every process); duplicates collapse to the first.
+
+Example:
+    >>> plan = plan_sweep({"name": "s", "grid": {"train.seed": [0, 1]}})
+    >>> [r.name for r in plan.runs]
+    ['train.seed=0', 'train.seed=1']
 """
 
 from __future__ import annotations
@@ -27,14 +33,15 @@ import yaml
 
 from nettle.config import ConfigError, ExperimentConfig, config_hash, load_config_dict
 
-__all__ = ["PlannedRun", "SweepPlan", "plan_sweep"]
+__all__ = ["PlannedRun", "SweepPlan", "load_sweep", "plan_sweep"]
 
 _KEYS = {"name", "base", "grid", "zip", "list", "include", "exclude"}
+_MISSING = object()
 
 
 @dataclass
 class PlannedRun:
-    """One run of a sweep."""
+    """One run of a sweep: its id (config hash), readable name, overrides and config."""
 
     id: str
     name: str
@@ -58,10 +65,18 @@ def _overrides_list(d: dict[str, Any]) -> list[str]:
     return [f"{k}={_value(v)}" for k, v in d.items()]
 
 
+def _mappings(items: Any, kind: str, source: str) -> list[dict[str, Any]]:
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(v, dict) for v in items):
+        raise ConfigError(f"{source}: {kind} must be a list of mappings of dotted keys to values")
+    return items
+
+
 def _variants(spec: dict[str, Any], source: str) -> list[dict[str, Any]]:
     grid = spec.get("grid") or {}
     zipped = spec.get("zip") or {}
-    listed = spec.get("list") or [{}]
+    listed = _mappings(spec.get("list"), "list", source) or [{}]
     for part, kind in ((grid, "grid"), (zipped, "zip")):
         if not isinstance(part, dict) or not all(isinstance(v, list) for v in part.values()):
             raise ConfigError(f"{source}: {kind} must map dotted keys to lists of values")
@@ -71,27 +86,57 @@ def _variants(spec: dict[str, Any], source: str) -> list[dict[str, Any]]:
     grid_variants = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     n = lengths.pop() if lengths else 1
     zip_variants = [{k: v[i] for k, v in zipped.items()} for i in range(n)] if zipped else [{}]
-    if not isinstance(listed, list) or not all(isinstance(v, dict) for v in listed):
-        raise ConfigError(f"{source}: list must be a list of mappings of dotted keys")
     return [g | z | v for g, z, v in itertools.product(grid_variants, zip_variants, listed)]
 
 
-def _matches(overrides: dict[str, Any], pattern: dict[str, Any]) -> bool:
-    return all(k in overrides and overrides[k] == v for k, v in pattern.items())
+def _lookup(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def _same(have: Any, want: Any) -> bool:
+    if isinstance(have, list) and isinstance(want, (list, tuple)):
+        return len(have) == len(want) and all(_same(a, b) for a, b in zip(have, want))
+    return have == want and isinstance(have, bool) == isinstance(want, bool)
+
+
+def _matches(tree: dict[str, Any], pattern: dict[str, Any]) -> bool:
+    return all(_same(_lookup(tree, k), v) for k, v in pattern.items())
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """Read a sweep file with the safe YAML loader; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such sweep file")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return spec if spec is not None else {}
+
+
+def _resolve(base: dict[str, Any], name: str, overrides: dict[str, Any], source: str) -> PlannedRun:
+    label = ",".join(f"{k}={_value(v)}" for k, v in overrides.items()) or "base"
+    tree = {**base, "name": base.get("name", name)}
+    cfg = load_config_dict(tree, _overrides_list(overrides), source=f"{source} run [{label}]")
+    return PlannedRun(config_hash(cfg), label, dict(overrides), cfg)
 
 
 def plan_sweep(spec: str | Path | dict[str, Any]) -> SweepPlan:
-    """Expand a sweep file (or an already-loaded mapping) into its runs."""
+    """Expand a sweep file (or an already-loaded mapping) into its runs.
+
+    Raises:
+        ConfigError: unknown top-level keys, malformed variations, an exclude key that no run
+            has, or a run whose config does not validate (the message names the file, the
+            run's overrides and the field).
+    """
     source = "<sweep>"
     if not isinstance(spec, dict):
-        path = Path(spec)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such sweep file")
-        source = str(path)
-        try:
-            spec = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        source, spec = str(spec), load_sweep(spec)
     if not isinstance(spec, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     unknown = sorted(set(spec) - _KEYS)
@@ -100,21 +145,23 @@ def plan_sweep(spec: str | Path | dict[str, Any]) -> SweepPlan:
             f"{source}: unknown key {unknown[0]!r}; known: {', '.join(sorted(_KEYS))}"
         )
     name = str(spec.get("name") or "sweep")
+    if "/" in name or name in {".", ".."}:
+        raise ConfigError(f"{source}: name must be a plain folder name, got {name!r}")
     base = spec.get("base") or {}
-    variants = [
-        v
-        for v in _variants(spec, source)
-        if not any(_matches(v, p) for p in spec.get("exclude") or [])
-    ]
-    variants += list(spec.get("include") or [])
+    if not isinstance(base, dict):
+        raise ConfigError(f"{source}: base must be a mapping (an experiment config)")
+    excludes = _mappings(spec.get("exclude"), "exclude", source)
+    includes = _mappings(spec.get("include"), "include", source)
+    runs = [_resolve(base, name, v, source) for v in _variants(spec, source)]
+    trees = [r.config.model_dump(mode="json") for r in runs]
+    for key in {k for p in excludes for k in p}:
+        if trees and all(_lookup(t, key) is _MISSING for t in trees):
+            raise ConfigError(f"{source}: exclude: {key!r} is not a field of any run")
+    kept = [r for r, t in zip(runs, trees) if not any(_matches(t, p) for p in excludes)]
+    kept += [_resolve(base, name, v, source) for v in includes]
     plan, seen = SweepPlan(name), set()
-    for overrides in variants:
-        label = ",".join(f"{k}={_value(v)}" for k, v in overrides.items()) or "base"
-        tree = {**base, "name": base.get("name", name)}
-        cfg = load_config_dict(tree, _overrides_list(overrides), source=f"{source} run [{label}]")
-        run_id = config_hash(cfg)
-        if run_id in seen:
-            continue
-        seen.add(run_id)
-        plan.runs.append(PlannedRun(run_id, label, dict(overrides), cfg))
+    for run in kept:
+        if run.id not in seen:
+            seen.add(run.id)
+            plan.runs.append(run)
     return plan

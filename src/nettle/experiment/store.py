@@ -1,102 +1,194 @@
 """The run store: an embedded SQLite database of runs, their configs, status and metrics.
 
-`runs/nettle.db` by default. Schema-versioned (a newer schema is refused with a clear error),
-WAL journal with a busy timeout, short transactions and retries on "database is locked", so
-several worker processes can write at once. Queries take simple filters (`key=value`,
-`metric>0.9`) parsed into parameterised SQL: user text is never formatted into a statement.
+`runs/nettle.db` by default. Schema-versioned (older schemas are migrated, a newer one is
+refused with a clear error), WAL journal with a busy timeout, one short `BEGIN IMMEDIATE`
+transaction per write, retried while the database is locked, so several processes can write
+at once. Queries take simple filters (`status=done`, `train.optim.lr=0.1`, `test_acc>0.9`)
+parsed into parameterised SQL: user text is never formatted into a statement.
 
 Statuses: planned, running, done, failed (with a reason and the log tail), preempted.
+
+Example:
+    >>> store = Store("runs/nettle.db")  # doctest: +SKIP
+    >>> store.query(sweep="digits-lr", where=["test_acc>0.9"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "Store", "StoreError"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("planned", "running", "done", "failed", "preempted")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, sweep TEXT, name TEXT, run_dir TEXT, config TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'planned', reason TEXT, log_tail TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, code_version TEXT, host TEXT, pid INTEGER,
-    created REAL NOT NULL, started REAL, finished REAL
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, value REAL,
-    PRIMARY KEY (run_id, key)
-);
-CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep, status);
-"""
+_TABLES = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY, sweep TEXT, name TEXT, run_dir TEXT, config TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'planned', reason TEXT, log_tail TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, code_version TEXT, host TEXT, pid INTEGER,
+        created REAL NOT NULL, started REAL, finished REAL, pgid INTEGER, owner TEXT)""",
+    """CREATE TABLE IF NOT EXISTS metrics (
+        run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, value REAL,
+        PRIMARY KEY (run_id, key))""",
+    "CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep, status)",
+]
+# statements that bring schema version N up to N + 1
+_MIGRATIONS = {
+    1: ["ALTER TABLE runs ADD COLUMN pgid INTEGER", "ALTER TABLE runs ADD COLUMN owner TEXT"],
+}
 
-_FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|=|>|<)\s*(.+?)\s*$")
+_FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
 _COLUMNS = {"id", "sweep", "name", "status", "host", "attempts", "code_version", "reason"}
+_ATTEMPTS = 60
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
-    """A store that cannot be used (newer schema, bad filter)."""
+    """A store that cannot be used (newer schema, bad filter, conflicting run)."""
+
+
+def _literal(raw: str) -> Any:
+    """A filter value: a number, true/false (1/0), null (None) or a string."""
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    low = raw.lower()
+    if low in ("true", "false"):
+        return int(low == "true")
+    if low in ("null", "none"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def _compare(expr: str, op: str, value: Any) -> str:
+    """`expr op ?`, or IS [NOT] NULL for a null value (no parameter then)."""
+    if value is None:
+        if op not in ("=", "!="):
+            raise StoreError(f"null can only be compared with = or !=, not {op}")
+        return f"{expr} IS {'NOT ' if op == '!=' else ''}NULL"
+    return f"{expr} {op} ?"
 
 
 class Store:
-    """The SQLite run store at `path` (created on first use)."""
+    """The SQLite run store at `path` (created, or migrated, on first use)."""
 
     def __init__(self, path: str | Path = "runs/nettle.db", timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        db = self._connect()
-        try:
-            db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-        finally:
-            db.close()
-        with self._tx() as db:
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {row[0]} is newer than this nettle "
-                    f"understands ({SCHEMA_VERSION}); upgrade nettle"
-                )
+        self._write(self._init_schema)
+
+    # --- plumbing ---------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode; commits skip the fsync
         db.row_factory = sqlite3.Row
         return db
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One short immediate transaction, retried while the database is locked."""
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one immediate transaction, retried whole while the db is locked."""
         delay = 0.01
-        for attempt in range(50):
-            db = self._connect()
+        for attempt in range(_ATTEMPTS):
+            db = None
             try:
+                db = self._connect()
                 db.execute("BEGIN IMMEDIATE")
-                yield db
+                out = fn(db)
                 db.execute("COMMIT")
-                return
+                return out
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or attempt == _ATTEMPTS - 1:
                     raise
-                time.sleep(delay)
+                time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
             finally:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                db.close()
+                if db is not None:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    db.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _init_schema(self, db: sqlite3.Connection) -> None:
+        for statement in _TABLES:
+            db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            return
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this nettle "
+                f"understands ({SCHEMA_VERSION}); upgrade nettle"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[v]:
+                db.execute(statement)
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    @staticmethod
+    def _require(db: sqlite3.Connection, run_id: str, path: Path) -> sqlite3.Row:
+        row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run {run_id!r} in {path}")
+        return row
+
+    # --- writes -----------------------------------------------------------------------
+
+    def add_runs(self, runs: Iterable[Mapping[str, Any]]) -> int:
+        """Record planned runs (`id`, `config`, optional `sweep`, `name`, `run_dir`).
+
+        An existing id keeps its row (never overwritten); returns how many were new.
+
+        Raises:
+            StoreError: an existing id holds a different config.
+        """
+        rows = [
+            (
+                r["id"],
+                r.get("sweep"),
+                r.get("name"),
+                None if r.get("run_dir") is None else str(r["run_dir"]),
+                json.dumps(r["config"], sort_keys=True),
+            )
+            for r in runs
+        ]
+
+        def add(db: sqlite3.Connection) -> int:
+            added, now = 0, time.time()
+            for run_id, sweep, name, run_dir, config in rows:
+                have = db.execute("SELECT config FROM runs WHERE id=?", (run_id,)).fetchone()
+                if have is not None:
+                    if have[0] != config:
+                        raise StoreError(f"run {run_id!r} already exists with a different config")
+                    continue
+                db.execute(
+                    "INSERT INTO runs (id, sweep, name, run_dir, config, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, sweep, name, run_dir, config, now),
+                )
+                added += 1
+            return added
+
+        return self._write(add)
 
     def add_run(
         self,
@@ -106,14 +198,9 @@ class Store:
         name: str | None = None,
         run_dir: str | None = None,
     ) -> bool:
-        """Record a planned run; returns False (and changes nothing) if the id exists."""
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO runs (id, sweep, name, run_dir, config, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, sweep, name, run_dir, json.dumps(config, sort_keys=True), time.time()),
-            )
-            return cur.rowcount == 1
+        """Record one planned run; False (and nothing changed) if the id exists."""
+        run = {"id": run_id, "config": config, "sweep": sweep, "name": name, "run_dir": run_dir}
+        return self.add_runs([run]) == 1
 
     def set_status(
         self,
@@ -123,34 +210,75 @@ class Store:
         reason: str | None = None,
         log_tail: str | None = None,
         pid: int | None = None,
+        pgid: int | None = None,
         code_version: str | None = None,
     ) -> None:
         """Move a run to `status`; "running" counts an attempt and stamps host and start."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         now = time.time()
-        with self._tx() as db:
-            if db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
-                raise KeyError(f"no run {run_id!r} in {self.path}")
+
+        def update(db: sqlite3.Connection) -> None:
+            self._require(db, run_id, self.path)
             if status == "running":
                 db.execute(
                     "UPDATE runs SET status=?, attempts=attempts+1, started=?, host=?, pid=?, "
-                    "reason=NULL, code_version=COALESCE(?, code_version) WHERE id=?",
-                    (status, now, socket.gethostname(), pid, code_version, run_id),
+                    "pgid=?, reason=NULL, finished=NULL, "
+                    "code_version=COALESCE(?, code_version) WHERE id=?",
+                    (status, now, socket.gethostname(), pid, pgid, code_version, run_id),
                 )
-            else:
-                finished = now if status in ("done", "failed") else None
-                db.execute(
-                    "UPDATE runs SET status=?, reason=?, log_tail=COALESCE(?, log_tail), "
-                    "finished=COALESCE(?, finished) WHERE id=?",
-                    (status, reason, log_tail, finished, run_id),
-                )
+                return
+            finished = now if status in ("done", "failed") else None
+            db.execute(
+                "UPDATE runs SET status=?, reason=?, log_tail=COALESCE(?, log_tail), "
+                "finished=COALESCE(?, finished) WHERE id=?",
+                (status, reason, log_tail, finished, run_id),
+            )
 
-    def record_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        """Store final metrics (numbers only), replacing earlier values of the same keys."""
-        rows = [(run_id, k, float(v)) for k, v in metrics.items() if isinstance(v, (int, float))]
-        with self._tx() as db:
-            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)", rows)
+        self._write(update)
+
+    def claim(self, run_id: str, owner: str, code_version: str | None = None) -> bool:
+        """Atomically mark a run that is not running or done as running for `owner`.
+
+        Counts an attempt. Returns False (and changes nothing) if the run is running or done.
+        """
+        now, host = time.time(), socket.gethostname()
+
+        def update(db: sqlite3.Connection) -> bool:
+            self._require(db, run_id, self.path)
+            cur = db.execute(
+                "UPDATE runs SET status='running', attempts=attempts+1, started=?, host=?, "
+                "owner=?, pid=NULL, pgid=NULL, reason=NULL, finished=NULL, "
+                "code_version=COALESCE(?, code_version) "
+                "WHERE id=? AND status NOT IN ('running', 'done')",
+                (now, host, owner, code_version, run_id),
+            )
+            return cur.rowcount == 1
+
+        return self._write(update)
+
+    def set_process(self, run_id: str, pid: int, pgid: int) -> None:
+        """Record the process (and process group) of a running run."""
+        self._write(
+            lambda db: db.execute("UPDATE runs SET pid=?, pgid=? WHERE id=?", (pid, pgid, run_id))
+        )
+
+    def record_failure(self, run_id: str, reason: str, log_tail: str | None = None) -> None:
+        """Mark a run failed with a one-line `reason` and the tail of its log."""
+        self.set_status(run_id, "failed", reason=reason, log_tail=log_tail)
+
+    def record_metrics(self, run_id: str, metrics: Mapping[str, Any]) -> None:
+        """Store final metrics (numbers only, not booleans), replacing earlier values."""
+        rows = [
+            (run_id, k, float(v))
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        self._write(
+            lambda db: db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)", rows)
+        )
+
+    # --- reads ------------------------------------------------------------------------
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         """One run with its config and metrics, or None."""
@@ -160,43 +288,58 @@ class Store:
     def query(
         self, sweep: str | None = None, status: str | None = None, where: list[str] | None = None
     ) -> list[dict[str, Any]]:
-        """Runs matching all filters; `where` items are `column=value` or `metric>number`."""
+        """Runs matching all filters, oldest first.
+
+        Each `where` item is `KEY OP VALUE` with OP one of = != < <= > >=. KEY is a run
+        column (id, sweep, name, status, host, attempts, code_version, reason), a dotted
+        config key (`train.optim.lr`), or else a metric name (`test_acc`).
+
+        Raises:
+            StoreError: a filter that does not parse.
+            ValueError: an unknown status.
+        """
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         clauses, params = [], []
-        if sweep is not None:
-            clauses.append("r.sweep = ?")
-            params.append(sweep)
-        if status is not None:
-            clauses.append("r.status = ?")
-            params.append(status)
+        for column, value in (("sweep", sweep), ("status", status)):
+            if value is not None:
+                clauses.append(f"r.{column} = ?")
+                params.append(value)
         for item in where or []:
-            match = _FILTER.match(item)
-            if not match:
-                raise StoreError(f"filter {item!r}: expected KEY OP VALUE, e.g. test_acc>0.9")
-            key, op, raw = match.groups()
-            if key in _COLUMNS:
-                clauses.append(f"r.{key} {op} ?")  # key is from a fixed set, op from the regex
-                params.append(raw)
-            else:
-                try:
-                    number = float(raw)
-                except ValueError:
-                    raise StoreError(f"filter {item!r}: metric {key!r} needs a number") from None
-                clauses.append(
-                    f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = r.id AND m.key = ? AND m.value {op} ?)"
-                )
-                params += [key, number]
+            clause, values = self._filter(item)
+            clauses.append(clause)
+            params += values
         sql = "SELECT * FROM runs r" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         db = self._connect()
         try:
             runs = [dict(row) for row in db.execute(sql + " ORDER BY r.created, r.id", params)]
             for run in runs:
                 run["config"] = json.loads(run["config"])
-                run["metrics"] = {
-                    k: v
-                    for k, v in db.execute(
-                        "SELECT key, value FROM metrics WHERE run_id=?", (run["id"],)
-                    )
-                }
+                rows = db.execute("SELECT key, value FROM metrics WHERE run_id=?", (run["id"],))
+                run["metrics"] = dict(rows.fetchall())
         finally:
             db.close()
         return runs
+
+    @staticmethod
+    def _filter(item: str) -> tuple[str, list[Any]]:
+        """One filter as an SQL clause with `?` placeholders and its parameters."""
+        match = _FILTER.match(item)
+        if not match or not match.group(3):
+            raise StoreError(f"filter {item!r}: expected KEY OP VALUE, e.g. test_acc>0.9")
+        key, op, raw = match.groups()
+        value = _literal(raw)
+        if key in _COLUMNS:  # the key is from a fixed set and op from the regex
+            value = raw if key in ("id", "name", "sweep") else value
+            clause = _compare(f"r.{key}", op, value)
+            return clause, [] if value is None else [value]
+        if "." in key:
+            clause = _compare("json_extract(r.config, ?)", op, value)
+            return clause, [f"$.{key}"] + ([] if value is None else [value])
+        if not isinstance(value, (int, float)):
+            raise StoreError(f"filter {item!r}: metric {key!r} needs a number")
+        return (
+            f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = r.id AND m.key = ? "
+            f"AND m.value {op} ?)",
+            [key, value],
+        )
