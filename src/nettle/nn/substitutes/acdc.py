@@ -1,21 +1,23 @@
-"""`ACDC` / `ACDC_n`: stacked ACDC structured-efficient layers (Moczulski et al. 2016,
-arXiv:1511.05946) as a convolution substitute, as in Gray et al. 2019 (gngdb/pytorch-acdc).
+"""`ACDC` / `ACDC_n`: stacked ACDC layers (Moczulski et al. 2016, arXiv:1511.05946) as a
+convolution substitute, as in Gray et al. 2019 (FastStackedConvACDC of gngdb/pytorch-acdc).
 
 k > 1: a dense depthwise k x k convolution (carries stride, padding, dilation), then the
-structured 1x1 map; k = 1: the structured map carries the stride and padding. The map is square
-(N x N): for Co > Ci the input is padded with copies of its first channels until Ci' divides Co
-and tiled Co / Ci' times; for Co < Ci (Ci % Co == 0) blocks of Ci / Co consecutive output
-channels are summed. Each factor applies, per pixel, `a * x -> DCT -> d * . -> riffle -> IDCT`
-with orthonormal DCTs computed through the FFT (`dct.py`); the riffle puts even-indexed channels
-first. When a batch has more positions than channels, the chain is applied once to the N basis
-vectors and the resulting N x N map is applied as a 1x1 convolution (cheaper, same function);
-otherwise every position goes through the FFT chain. As in the reference, `ACDC_n` builds n - 1 factors (`ACDC` = 12
-requested, 11 factors); a, d ~ N(1, 0.01^2).
+structured 1x1 map; k = 1: the structured map alone (it carries stride and padding). The map is
+square, N x N: for Co > Ci the input gets copies of its first a channels appended (a the
+smallest with `Co % (Ci + a) == 0`) and is tiled `Co / (Ci + a)` times; for Co < Ci
+(`Ci % Co == 0`) blocks of `Ci / Co` consecutive channels of the N = Ci outputs are summed.
 
-Parameters `Ci*k^2*[k>1] + 2*N*(n - 1)`. Cost (the reference's count.py rule): per position and
-factor `4N + 5N*log2(N)` multiply-adds, plus the depthwise conv. The true count uses the map's
-true output size; the reference counted strided k > 1 layers at their *input* size, which the
-formula reports as `reference_macs` for the `deficient-efficient` convention.
+The map is a product of L factors, each, per pixel,
+`x -> a * IDCT(P(d * DCT(P x)))`, with orthonormal DCT-II / DCT-III computed through the FFT
+(`dct.py`), trainable diagonals a, d in R^N (init N(1, 0.01^2)) and P the riffle permutation
+(interleave the two halves of the channels: channel j goes to position `perm[j]`, `perm = [0, 2,
+4, ..., 1, 3, ...]`). This is exactly the reference's per-pixel map `W = R(M_1) ... R(M_L)`,
+`M_l = R(diag(a_l) C) diag(d_l) C^-1` (its norm=None DCT scalings cancel), applied factor L
+first. As in the reference, `ACDC_n` builds n - 1 factors (`ACDC`: 12 requested, 11 factors).
+
+Execution: when a batch has more pixels than channels, the chain is pushed once through the N
+basis vectors and the resulting N x N matrix is applied as a 1x1 convolution (the reference's
+"fast stacked" path); otherwise every pixel goes through the FFT chain.
 """
 
 from __future__ import annotations
@@ -29,139 +31,195 @@ from torch import nn
 from nettle.measure.formulas import OpCount, register_formula
 from nettle.nn.substitutes.base import SUBSTITUTES
 from nettle.nn.substitutes.dct import dct, idct
-from nettle.nn.substitutes.separable import depthwise
+from nettle.nn.substitutes.separable import DepthwisePointwise
 
-__all__ = ["ACDC", "riffle"]
+__all__ = ["ACDC", "acdc_chain", "riffle", "unriffle"]
 
 
 def riffle(x: torch.Tensor) -> torch.Tensor:
-    """Permute the last dimension: even indices first, then odd ones."""
+    """Permute the last dimension: even positions first, then odd ones."""
     return torch.cat([x[..., ::2], x[..., 1::2]], dim=-1)
 
 
+def unriffle(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `riffle`: interleave the first ceil(N/2) and the last floor(N/2) entries."""
+    half = (x.shape[-1] + 1) // 2
+    out = torch.empty_like(x)
+    out[..., ::2] = x[..., :half]
+    out[..., 1::2] = x[..., half:]
+    return out
+
+
+def acdc_chain(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Apply L ACDC factors along the last dimension of `x` (..., N); a, d: (L, N).
+
+    Factor l maps `x -> a_l * IDCT(P(d_l * DCT(P x)))` (P = `unriffle`); factor L - 1 first.
+    """
+    for layer in reversed(range(a.shape[0])):
+        x = a[layer] * idct(unriffle(d[layer] * dct(unriffle(x))))
+    return x
+
+
 def _expansion(c_in: int, c_out: int) -> int:
-    """Channels to append so that the (padded) input width divides the output width."""
+    """Channels to append so that the padded input width divides the output width."""
     a = 0
     while c_out % (c_in + a):
         a += 1
     return a
 
 
-class ACDC(nn.Module):
-    """A stack of `factors` ACDC layers applied to every pixel (see the module docstring)."""
+class ACDC(DepthwisePointwise):
+    """Depthwise k x k (k > 1) then a stack of `factors` ACDC layers (see the module docstring).
+
+    Parameters `Ci*k^2*[k>1] + 2*N*L (+Co)`. Cost (count.py of the reference, "HEAD" rule):
+    `4N + 5N*log2(N)` multiply-adds per factor and output pixel (two diagonal scalings, an
+    FFT-based DCT and IDCT), plus the depthwise conv; channel expansion, tiling and summing
+    count nothing. `macs` uses the true output size; the reference counted a strided k > 1
+    layer at its *input* size (the 1x1 part's own stride is 1), which the formula returns as
+    `reference_macs`, used by the `deficient-efficient` counting convention to reproduce the
+    published figures (`count_at_input_size` switches that quirk off for a layer when False).
+    `executed_macs`: the chain on N basis vectors plus a dense 1x1 (many pixels), or the chain
+    on every pixel (few pixels).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as `nn.Conv2d`
+            (for Co < Ci, Ci must be a multiple of Co).
+        factors: L, the number of ACDC factors (>= 1).
+    """
+
+    count_at_input_size = True  # the reference's spatial-size quirk in `reference_macs`
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=False,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = False,
         factors: int = 11,
-        device=None,
-        dtype=None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
         if factors < 1:
-            raise ValueError(f"ACDC needs at least one factor (ACDC_n with n >= 2), got {factors}")
+            raise ValueError(
+                f"substitute 'ACDC' needs at least one factor (ACDC_n with n >= 2), got {factors}"
+            )
         if out_channels < in_channels and in_channels % out_channels:
             raise ValueError(
-                f"ACDC: {in_channels} input channels do not sum into {out_channels} outputs"
+                f"substitute 'ACDC': {in_channels} input channels do not sum into "
+                f"{out_channels} outputs (Ci must be a multiple of Co when Co < Ci)"
             )
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype
+        )
         dd = {"device": device, "dtype": dtype}
-        self.in_channels, self.out_channels, self.kernel_size = (
-            in_channels,
-            out_channels,
-            kernel_size,
-        )
-        self.stride, self.padding = stride, padding
-        self.depthwise: nn.Module = (
-            depthwise(in_channels, kernel_size, stride, padding, dilation, **dd)
-            if kernel_size > 1
-            else nn.Identity()
-        )
         self.expand = _expansion(in_channels, out_channels) if out_channels > in_channels else 0
         self.tile = out_channels // (in_channels + self.expand) if out_channels > in_channels else 1
-        self.width = max(out_channels, in_channels + self.expand)
+        self.width = max(out_channels, in_channels + self.expand)  # N
         self.A = nn.Parameter(torch.empty(factors, self.width, **dd).normal_(1.0, 1e-2))
         self.D = nn.Parameter(torch.empty(factors, self.width, **dd).normal_(1.0, 1e-2))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
 
     @property
     def factors(self) -> int:
+        """L, the number of ACDC factors."""
         return self.A.shape[0]
 
-    def structured(self, x: torch.Tensor) -> torch.Tensor:
-        """The N x N structured map applied along the last dimension of `x` (..., N)."""
-        for layer in range(self.factors):
-            x = idct(riffle(dct(x * self.A[layer]) * self.D[layer]))
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.depthwise(x)
-        if self.kernel_size == 1 and (self.stride > 1 or self.padding > 0):
-            p = self.padding
-            x = F.pad(x, (p, p, p, p))[:, :, :: self.stride, :: self.stride]
+    def _widen(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel expansion and tiling to N channels (dim 1)."""
         if self.expand:
             x = torch.cat([x, x[:, : self.expand]], dim=1)
-        if self.tile > 1:
-            x = x.repeat(1, self.tile, 1, 1)
+        return x.repeat(1, self.tile, *([1] * (x.dim() - 2))) if self.tile > 1 else x
+
+    def _narrow(self, y: torch.Tensor) -> torch.Tensor:
+        """Sum blocks of consecutive channels (dim 1) down to Co."""
+        if self.out_channels == self.width:
+            return y
+        f = self.width // self.out_channels
+        return y.reshape(y.shape[0], self.out_channels, f, *y.shape[2:]).sum(2)
+
+    def square(self) -> torch.Tensor:
+        """The N x N map W (row = output channel) of the factor stack."""
+        eye = torch.eye(self.width, device=self.A.device, dtype=self.A.dtype)
+        return acdc_chain(eye, self.A, self.D).t()  # row j of the chain's output is W e_j
+
+    def matrix(self) -> torch.Tensor:
+        eye = torch.eye(self.in_channels, device=self.A.device, dtype=self.A.dtype)
+        rows = acdc_chain(self._widen(eye), self.A, self.D)  # row i: the map applied to e_i
+        return self._narrow(rows).t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._widen(self.spatial(x))
         n, _, h, w = x.shape
         if n * h * w > self.width:
-            # many positions: push the N basis vectors through the FFT chain once and apply the
-            # resulting N x N map as a 1x1 convolution (cheaper than N*H*W transforms)
-            eye = torch.eye(self.width, device=x.device, dtype=x.dtype)
-            y = F.conv2d(x, self.structured(eye).t()[:, :, None, None])
+            y = F.conv2d(x, self.square()[:, :, None, None])
         else:
-            y = self.structured(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (N, width, H, W)
-        if self.out_channels < self.width:
-            n, _, h, w = y.shape
-            y = y.reshape(n, self.out_channels, self.width // self.out_channels, h, w).sum(2)
-        if self.bias is not None:
-            y = y + self.bias[:, None, None]
-        return y
+            y = acdc_chain(x.permute(0, 2, 3, 1), self.A, self.D).permute(0, 3, 1, 2)
+        y = self._narrow(y)
+        return y if self.bias is None else y + self.bias[:, None, None]
 
     def compressed_parameters(self) -> list[nn.Parameter]:
+        """The diagonals (the reference's `A`/`D` weight-decay group)."""
         return [self.A, self.D]
+
+
+def _per_position(module: ACDC) -> float:
+    n = module.width
+    return module.factors * (4 * n + 5 * n * math.log2(n))
 
 
 @register_formula(ACDC)
 def _acdc_cost(module: ACDC, inputs: tuple, output: torch.Tensor) -> OpCount:
-    n, _, h, w = output.shape
-    width = module.width
-    per_position = module.factors * (4 * width + 5 * width * math.log2(width)) if width > 1 else 0
-    k = module.kernel_size
-    dw = n * h * w * module.in_channels * k * k if k > 1 else 0
-    ref_spatial = inputs[0].shape[-2] * inputs[0].shape[-1] if k > 1 else h * w
-    positions = n * h * w
-    if positions > width:  # the map is built from the basis, then applied densely
-        executed = dw + round(width * per_position) + positions * width * width
+    n, c, h, w = output.shape
+    positions, chain, dw = n * h * w, _per_position(module), module.depthwise_macs(output)
+    ref_positions = positions
+    if module.depthwise is not None and module.count_at_input_size:
+        ref_positions = n * inputs[0].shape[-2] * inputs[0].shape[-1]
+    if positions > module.width:  # basis path
+        executed = dw + round(module.width * chain) + positions * module.width**2
     else:
-        executed = dw + round(positions * per_position)
+        executed = dw + round(positions * chain)
+    summed = positions * (module.width - c) if c < module.width else 0
     return OpCount(
-        macs=dw + round(positions * per_position),
+        macs=dw + round(positions * chain),
         executed_macs=executed,
-        reference_macs=dw + round(n * ref_spatial * per_position),
-        bias=n * h * w * module.out_channels if module.bias is not None else 0,
+        reference_macs=dw + round(ref_positions * chain),
+        bias=positions * c if module.bias is not None else 0,
+        elementwise=summed,
     )
 
 
 @SUBSTITUTES.register("acdc")
 def acdc(
-    in_channels,
-    out_channels,
-    kernel_size,
-    stride=1,
-    padding=0,
-    dilation=1,
-    bias=False,
-    setting=None,
-    **dd,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    bias: bool = False,
+    setting: float | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> ACDC:
-    """`ACDC` (12 requested layers) or `ACDC_n`: n - 1 ACDC factors after a depthwise conv."""
+    """`ACDC` (12 requested layers) or `ACDC_n` (n >= 2, rounded): n - 1 ACDC factors."""
     n = 12 if setting is None else round(setting)
+    if n < 2:
+        raise ValueError(
+            f"substitute 'ACDC' needs a layer count n >= 2 (n - 1 factors), e.g. ACDC_12; "
+            f"got {setting}"
+        )
     return ACDC(
-        in_channels, out_channels, kernel_size, stride, padding, dilation, bias, n - 1, **dd
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        bias,
+        n - 1,
+        device,
+        dtype,
     )

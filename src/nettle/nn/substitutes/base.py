@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from nettle.registry import Registry
@@ -55,8 +56,15 @@ def create_conv(
     padding: int = 0,
     dilation: int = 1,
     bias: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Build the layer named by `spec` (`None` means a dense `nn.Conv2d`)."""
+    """Build the layer named by `spec` (`None` means a dense `nn.Conv2d`).
+
+    `device` and `dtype`, when given, are passed to the factory (every built-in one takes them).
+    """
+    placement = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     return get_conv_class(spec)(
         in_channels,
         out_channels,
@@ -65,6 +73,7 @@ def create_conv(
         padding=padding,
         dilation=dilation,
         bias=bias,
+        **placement,
     )
 
 
@@ -92,8 +101,20 @@ def dense_conv(
     dilation: int = 1,
     bias: bool = False,
     setting: float | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> nn.Conv2d:
     """The dense reference: a plain `nn.Conv2d` (no setting)."""
     if setting is not None:
         raise ValueError(f"substitute 'Conv' takes no setting, got {setting}")
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias)
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        bias=bias,
+        device=device,
+        dtype=dtype,
+    )

@@ -1,15 +1,19 @@
-"""Low-rank substitutes: `Generic_r` (linear bottleneck) and `LR_r` (tied transpose).
+"""Low-rank substitutes: `Generic_r` (linear bottleneck, "RF") and `LR_r` (tied transpose).
 
-`Generic_r` (Gray et al. 2019, "RF"): rank `R = int(r * max(Ci, Co))`; k > 1: depthwise k x k,
-then 1x1 Ci -> R (`lowrank_contract`) and 1x1 R -> Co (`lowrank_expand`, with the bias); k = 1:
-the contraction carries stride and padding. Parameters `Ci*k^2*[k>1] + R*(Ci + Co)`; counted as
-`(Ci*k^2*[k>1] + R*(Ci + Co)) * S_out`. `from_dense` initialises a 1x1 from a dense 1x1 by a
-truncated SVD (exact when `R >= min(Ci, Co)`).
+Both follow Gray et al. 2019 (arXiv:1906.00859): a depthwise k x k convolution for k > 1 (none
+for k = 1), then a rank-R 1x1 map with `R = int(r * max(Ci, Co))` (truncation, at least 1).
 
-`LR_r`: needs `Co % Ci == 0`, `u = Co / Ci`, `R = int(r * max(Ci, Co))`; one matrix V (R x u*Ci):
-depthwise (k > 1) -> tile the channels u times -> 1x1 with V -> 1x1 with V^T (+ bias), i.e. the
-symmetric map V^T V on the tiled input. Parameters `Ci*k^2*[k>1] + R*u*Ci`; counted (as the
-reference) `Ci*k^2*[k>1]*S_out + 2*u*Ci*R*S_out`.
+- `Generic_r` (`GenericLowRank`): 1x1 Ci -> R (`lowrank_contract`, no bias) then 1x1 R -> Co
+  (`lowrank_expand`, with the bias). Parameters `Ci*k^2*[k>1] + R*(Ci + Co)`.
+- `LR_r` (`TiedLowRank`): needs `Co % Ci == 0`, `u = Co / Ci`; one matrix V (R x Co) and the
+  map `V^T V` applied to the input tiled u times (symmetric positive semi-definite for u = 1).
+  Parameters `Ci*k^2*[k>1] + R*Co`.
+
+Example:
+    >>> from nettle.nn.substitutes import create_conv
+    >>> layer = create_conv("Generic_0.1", 160, 320, 3, stride=2, padding=1)
+    >>> layer.rank, sum(p.numel() for p in layer.parameters())
+    (32, 16800)
 """
 
 from __future__ import annotations
@@ -20,177 +24,232 @@ from torch import nn
 
 from nettle.measure.formulas import OpCount, register_formula
 from nettle.nn.substitutes.base import SUBSTITUTES
-from nettle.nn.substitutes.separable import depthwise
+from nettle.nn.substitutes.separable import DepthwisePointwise, conv_signature, separable_split
 
-__all__ = ["GenericLowRank", "TiedLowRank"]
+__all__ = ["GenericLowRank", "TiedLowRank", "lowrank_rank"]
 
 
-def _rank(setting: float | None, name: str, c_in: int, c_out: int) -> int:
-    if setting is None or setting <= 0:
-        raise ValueError(f"substitute {name!r} needs a positive rank scale, e.g. {name}_0.1")
+def lowrank_rank(setting: float | None, name: str, c_in: int, c_out: int) -> int:
+    """`R = int(r * max(Ci, Co))`, at least 1; a missing or non-positive r raises ValueError."""
+    if setting is None or not setting > 0:
+        raise ValueError(
+            f"substitute {name!r} needs a positive rank scale r (R = int(r * max(Ci, Co))), "
+            f"e.g. {name}_0.1; got {setting}"
+        )
     return max(1, int(setting * max(c_in, c_out)))
 
 
-class GenericLowRank(nn.Module):
-    """Depthwise (k > 1) then a rank-R factorised 1x1 convolution."""
+class GenericLowRank(DepthwisePointwise):
+    """`Generic_r`: depthwise k x k (k > 1), then 1x1 Ci -> R and 1x1 R -> Co.
+
+    Cost (the reference's count): `(Ci*k^2*[k>1] + R*(Ci + Co)) * S_out` multiply-adds, the
+    factored cost that is also executed; bias additions apart. One formula for the block.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as `nn.Conv2d`.
+        rank: the bottleneck width R.
+    """
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=False,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = False,
         rank: int = 1,
-        device=None,
-        dtype=None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype
+        )
         dd = {"device": device, "dtype": dtype}
         self.rank = rank
-        if kernel_size > 1:
-            self.depthwise: nn.Module = depthwise(
-                in_channels, kernel_size, stride, padding, dilation, **dd
-            )
-            self.lowrank_contract = nn.Conv2d(in_channels, rank, 1, bias=False, **dd)
-        else:
-            self.depthwise = nn.Identity()
-            self.lowrank_contract = nn.Conv2d(
-                in_channels, rank, 1, stride, padding, dilation, bias=False, **dd
-            )
+        self.lowrank_contract = nn.Conv2d(in_channels, rank, 1, bias=False, **dd)
         self.lowrank_expand = nn.Conv2d(rank, out_channels, 1, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lowrank_expand(self.lowrank_contract(self.depthwise(x)))
+        return self.lowrank_expand(self.lowrank_contract(self.spatial(x)))
+
+    def matrix(self) -> torch.Tensor:
+        return self.lowrank_expand.weight[:, :, 0, 0] @ self.lowrank_contract.weight[:, :, 0, 0]
+
+    def output_bias(self) -> torch.Tensor | None:
+        return self.lowrank_expand.bias
 
     def compressed_parameters(self) -> list[nn.Parameter]:
-        return list(self.lowrank_contract.parameters()) + list(self.lowrank_expand.parameters())
+        """The factors (the reference's `lowrank_*` weight-decay group)."""
+        return [*self.lowrank_contract.parameters(), *self.lowrank_expand.parameters()]
 
     @classmethod
+    @torch.no_grad()
     def from_dense(cls, conv: nn.Conv2d, setting: float) -> GenericLowRank:
-        """A rank-`int(setting * max(Ci, Co))` copy of a dense 1x1 conv (truncated SVD)."""
-        if conv.kernel_size != (1, 1) or conv.groups != 1:
-            raise ValueError("from_dense needs an ungrouped 1x1 convolution")
-        rank = _rank(setting, "Generic", conv.in_channels, conv.out_channels)
-        new = cls(
-            conv.in_channels,
-            conv.out_channels,
-            1,
-            conv.stride[0],
-            conv.padding[0],
-            conv.dilation[0],
-            conv.bias is not None,
-            rank,
-        )
-        u, s, vh = torch.linalg.svd(conv.weight.detach()[:, :, 0, 0], full_matrices=False)
+        """`Generic_setting` initialised from a dense conv by a truncated SVD.
+
+        The kernel is first split into depthwise and 1x1 parts (`separable_split`); the 1x1
+        matrix is truncated to rank R. Exact for a 1x1 conv (or a separable kernel) when
+        `R >= min(Ci, Co)`.
+        """
+        sig = conv_signature(conv)
+        rank = lowrank_rank(setting, "Generic", sig["in_channels"], sig["out_channels"])
+        new = cls(**sig, rank=rank, device=conv.weight.device, dtype=conv.weight.dtype)
+        kernel, matrix = separable_split(conv.weight)
+        if kernel is not None:
+            new.depthwise.weight.copy_(kernel)
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
         keep = min(rank, s.numel())
         root = s[:keep].sqrt()
-        with torch.no_grad():
-            new.lowrank_contract.weight.zero_()
-            new.lowrank_expand.weight.zero_()
-            new.lowrank_contract.weight[:keep, :, 0, 0] = root[:, None] * vh[:keep]
-            new.lowrank_expand.weight[:, :keep, 0, 0] = u[:, :keep] * root[None, :]
-            if conv.bias is not None:
-                new.lowrank_expand.bias.copy_(conv.bias)
+        new.lowrank_contract.weight.zero_()
+        new.lowrank_expand.weight.zero_()
+        new.lowrank_contract.weight[:keep, :, 0, 0] = root[:, None] * vh[:keep]
+        new.lowrank_expand.weight[:, :keep, 0, 0] = u[:, :keep] * root[None, :]
+        if conv.bias is not None:
+            new.lowrank_expand.bias.copy_(conv.bias)
         return new
 
 
-@SUBSTITUTES.register("generic")
-def generic(
-    in_channels,
-    out_channels,
-    kernel_size,
-    stride=1,
-    padding=0,
-    dilation=1,
-    bias=False,
-    setting=None,
-    **dd,
-) -> GenericLowRank:
-    """`Generic_r`: rank `int(r * max(Ci, Co))` bottleneck after a depthwise conv."""
-    rank = _rank(setting, "Generic", in_channels, out_channels)
-    return GenericLowRank(
-        in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rank, **dd
-    )
+@register_formula(GenericLowRank)
+def _generic_cost(module: GenericLowRank, inputs: tuple, output: torch.Tensor) -> OpCount:
+    n, c, h, w = output.shape
+    factored = n * h * w * module.rank * (module.in_channels + c)
+    has_bias = module.lowrank_expand.bias is not None
+    return OpCount(macs=module.depthwise_macs(output) + factored, bias=n * c * h * w * has_bias)
 
 
-class TiedLowRank(nn.Module):
-    """Depthwise (k > 1), channel tiling, then the tied pair V and V^T of 1x1 maps."""
+class TiedLowRank(DepthwisePointwise):
+    """`LR_r`: depthwise k x k (k > 1), tile the channels u times, then V and V^T as 1x1 maps.
+
+    The per-pixel map is `V^T V T`, T the tiling (u stacked identities). Executed as
+    `V^T ((V T) x)` with `V T` (R x Ci, the sum of V's u column blocks) formed first, so the
+    tiled tensor is never built. Cost (the reference's count): `Ci*k^2*[k>1]*S_out +
+    2*u*Ci*R*S_out`; executed: `Ci*k^2*[k>1]*S_out + (Ci + Co)*R*S_out + R*Co`.
+    Init: V ~ N(0, (2 / (R*Co))^(1/2)) per entry, so that `V^T V` has He-like variance 2/Co
+    off the diagonal.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as `nn.Conv2d`
+            (`out_channels` a multiple of `in_channels`).
+        rank: R.
+    """
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=False,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = False,
         rank: int = 1,
-        device=None,
-        dtype=None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
         if out_channels % in_channels:
             raise ValueError(
                 f"substitute 'LR' needs out_channels to be a multiple of in_channels, got "
                 f"{in_channels} -> {out_channels}"
             )
-        dd = {"device": device, "dtype": dtype}
-        self.tile = out_channels // in_channels
-        self.k, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
-        self.depthwise: nn.Module = (
-            depthwise(in_channels, kernel_size, stride, padding, dilation, **dd)
-            if kernel_size > 1
-            else nn.Identity()
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype
         )
-        self.lowrank = nn.Parameter(torch.empty(rank, out_channels, **dd))
-        nn.init.normal_(self.lowrank, 0.0, (2.0 / (rank * out_channels)) ** 0.25)
+        dd = {"device": device, "dtype": dtype}
+        self.rank, self.tile = rank, out_channels // in_channels
+        std = (2.0 / (rank * out_channels)) ** 0.25
+        self.lowrank = nn.Parameter(torch.empty(rank, out_channels, **dd).normal_(0.0, std))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
 
+    def _folded(self) -> torch.Tensor:
+        """V T: the u column blocks of V summed, (R, Ci)."""
+        return self.lowrank.reshape(self.rank, self.tile, self.in_channels).sum(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.depthwise(x).repeat(1, self.tile, 1, 1)  # (N, u*Ci, H, W)
-        v = self.lowrank[:, :, None, None]
-        if self.k == 1:
-            h = F.conv2d(x, v, None, self.stride, self.padding, self.dilation)
-        else:
-            h = F.conv2d(x, v)
+        h = F.conv2d(self.spatial(x), self._folded()[:, :, None, None])  # (N, R, H, W)
         return F.conv2d(h, self.lowrank.t()[:, :, None, None], self.bias)
 
+    def matrix(self) -> torch.Tensor:
+        return self.lowrank.t() @ self._folded()
+
     def compressed_parameters(self) -> list[nn.Parameter]:
+        """V (the reference's `lowrank` weight-decay group)."""
         return [self.lowrank]
+
+    @classmethod
+    @torch.no_grad()
+    def from_dense(cls, conv: nn.Conv2d, setting: float) -> TiedLowRank:
+        """`LR_setting` initialised from a dense conv: the nearest PSD map of rank R.
+
+        After `separable_split`, the target Co x Co map is `M0 = P T^T / u` (so `M0 T = P`);
+        V keeps the R largest non-negative eigenpairs of its symmetric part. Exact when `M0` is
+        symmetric positive semi-definite of rank <= R (e.g. u = 1 and `P = B^T B`).
+        """
+        sig = conv_signature(conv)
+        rank = lowrank_rank(setting, "LR", sig["in_channels"], sig["out_channels"])
+        new = cls(**sig, rank=rank, device=conv.weight.device, dtype=conv.weight.dtype)
+        kernel, matrix = separable_split(conv.weight)
+        if kernel is not None:
+            new.depthwise.weight.copy_(kernel)
+        target = matrix.repeat(1, new.tile) / new.tile  # (Co, u*Ci) = (Co, Co)
+        evals, evecs = torch.linalg.eigh((target + target.t()) / 2)
+        keep = min(rank, evals.numel())
+        top = evals.flip(0)[:keep].clamp(min=0)
+        new.lowrank.zero_()
+        new.lowrank[:keep] = top.sqrt()[:, None] * evecs.flip(1)[:, :keep].t()
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+        return new
 
 
 @register_formula(TiedLowRank)
 def _tied_cost(module: TiedLowRank, inputs: tuple, output: torch.Tensor) -> OpCount:
-    n, _, h, w = output.shape
-    rank, width = module.lowrank.shape
-    dw = module.depthwise
-    depth = (
-        n * h * w * dw.in_channels * dw.kernel_size[0] * dw.kernel_size[1]
-        if isinstance(dw, nn.Conv2d)
-        else 0
+    n, c, h, w = output.shape
+    positions, dw = n * h * w, module.depthwise_macs(output)
+    executed = dw + positions * (module.in_channels + c) * module.rank + module.rank * c
+    return OpCount(
+        macs=dw + 2 * positions * c * module.rank,
+        executed_macs=executed,
+        bias=positions * c if module.bias is not None else 0,
     )
-    bias = n * h * w * width if module.bias is not None else 0
-    return OpCount(macs=depth + 2 * n * h * w * width * rank, bias=bias)
+
+
+@SUBSTITUTES.register("generic")
+def generic(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    bias: bool = False,
+    setting: float | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> GenericLowRank:
+    """`Generic_r`: a rank `int(r * max(Ci, Co))` bottleneck after a depthwise conv."""
+    rank = lowrank_rank(setting, "Generic", in_channels, out_channels)
+    return GenericLowRank(
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rank, device, dtype
+    )
 
 
 @SUBSTITUTES.register("lr")
 def lr(
-    in_channels,
-    out_channels,
-    kernel_size,
-    stride=1,
-    padding=0,
-    dilation=1,
-    bias=False,
-    setting=None,
-    **dd,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    bias: bool = False,
+    setting: float | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> TiedLowRank:
-    """`LR_r`: the tied-transpose low-rank map of rank `int(r * max(Ci, Co))`."""
-    rank = _rank(setting, "LR", in_channels, out_channels)
+    """`LR_r`: the tied map `V^T V` of rank `int(r * max(Ci, Co))` after a depthwise conv."""
+    rank = lowrank_rank(setting, "LR", in_channels, out_channels)
     return TiedLowRank(
-        in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rank, **dd
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rank, device, dtype
     )

@@ -1,11 +1,17 @@
-"""`Shuffle_g`: a linear ShuffleNet block (Zhang et al. 2018) as a convolution substitute.
+"""`Shuffle_g`: a linear ShuffleNet block (Zhang et al. 2018, arXiv:1707.01083) as a substitute.
 
-Bottleneck `b = Co // 4`; the group count starts at g and is decremented until Ci, Co and b are
-all divisible by it (so it can differ between layers, as in Gray et al. 2019). Layers: grouped
-1x1 Ci -> b at the input resolution, channel shuffle with g groups, depthwise k x k b -> b
-carrying stride/padding/dilation, grouped 1x1 b -> Co (+bias); no normalisation or ReLU inside.
-Parameters `Ci*b/g + b*k^2 + b*Co/g`; counted `(Ci*b/g)*S_in + (b*k^2 + b*Co/g)*S_out`. All of
-its parameters are compressed (scaled weight decay).
+As in Gray et al. 2019 (arXiv:1906.00859): bottleneck `b = Co // 4`; the group count starts at
+g and is decremented until Ci, Co and b are all divisible by it, separately for every layer (on
+WRN-28-10 `Shuffle_3` is `Shuffle_2` everywhere). Layers: grouped 1x1 Ci -> b at the input
+resolution, channel shuffle with g groups, depthwise k x k b -> b carrying stride, padding and
+dilation (for k = 1 a 1x1 per-channel scaling that carries the stride), grouped 1x1 b -> Co
+(+bias). No normalisation, activation or shortcut inside (the host network has its own).
+
+Example:
+    >>> from nettle.nn.substitutes import create_conv
+    >>> layer = create_conv("Shuffle_4", 160, 160, 3, padding=1)
+    >>> layer.groups, sum(p.numel() for p in layer.parameters())
+    (4, 3560)
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nettle.measure.formulas import OpCount, register_formula
 from nettle.nn.substitutes.base import SUBSTITUTES
 
-__all__ = ["LinearShuffleNet", "shuffle_groups"]
+__all__ = ["LinearShuffleNet", "channel_shuffle", "shuffle_groups"]
 
 
 def shuffle_groups(c_in: int, c_out: int, g: int) -> int:
-    """The largest group count <= g that divides Ci, Co and the bottleneck Co // 4."""
+    """The largest group count <= g dividing Ci, Co and the bottleneck `Co // 4`."""
     b = max(1, c_out // 4)
     g = max(1, int(g))
     while c_in % g or c_out % g or b % g:
@@ -27,56 +34,132 @@ def shuffle_groups(c_in: int, c_out: int, g: int) -> int:
     return g
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's shuffle: channels viewed as (groups, C / groups), transposed, flattened.
+
+    Output channel `j * groups + i` takes input channel `i * (C / groups) + j`.
+    """
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
 class LinearShuffleNet(nn.Module):
-    """Grouped 1x1 -> channel shuffle -> depthwise k x k -> grouped 1x1."""
+    """Grouped 1x1 -> channel shuffle -> depthwise k x k -> grouped 1x1 (see module docstring).
+
+    Parameters `Ci*b/g + b*k^2 + b*Co/g (+Co)`. Cost (the reference's count, also executed):
+    `(Ci*b/g)*S_in + (b*k^2 + b*Co/g)*S_out` multiply-adds, the first 1x1 running at the input
+    resolution; bias additions apart. One formula for the block. All parameters, the depthwise
+    ones included, are compressed (the reference's `shuffle` weight-decay group).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as `nn.Conv2d`.
+        groups: the requested group count g (reduced per layer, see `shuffle_groups`).
+    """
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=False,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = False,
         groups: int = 1,
-        device=None,
-        dtype=None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         b = max(1, out_channels // 4)
         g = shuffle_groups(in_channels, out_channels, groups)
-        self.groups = g
+        self.in_channels, self.out_channels, self.kernel_size = (
+            in_channels,
+            out_channels,
+            kernel_size,
+        )
+        self.groups, self.bottleneck = g, b
         self.shuffle_reduce = nn.Conv2d(in_channels, b, 1, groups=g, bias=False, **dd)
-        self.shuffle = nn.ChannelShuffle(g)
         self.shuffle_depthwise = nn.Conv2d(
             b, b, kernel_size, stride, padding, dilation, groups=b, bias=False, **dd
         )
         self.shuffle_expand = nn.Conv2d(b, out_channels, 1, groups=g, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle_expand(self.shuffle_depthwise(self.shuffle(self.shuffle_reduce(x))))
+        h = channel_shuffle(self.shuffle_reduce(x), self.groups)
+        return self.shuffle_expand(self.shuffle_depthwise(h))
 
     def compressed_parameters(self) -> list[nn.Parameter]:
+        """Every parameter (the reference's `shuffle` weight-decay group)."""
         return list(self.parameters())
+
+    @torch.no_grad()
+    def to_dense(self) -> nn.Conv2d:
+        """The equivalent dense `nn.Conv2d`."""
+        reduce = torch.block_diag(
+            *self.shuffle_reduce.weight[:, :, 0, 0].split(self.bottleneck // self.groups)
+        )
+        expand = torch.block_diag(
+            *self.shuffle_expand.weight[:, :, 0, 0].split(self.out_channels // self.groups)
+        )
+        reduce = channel_shuffle(reduce[None, :, :, None], self.groups)[0, :, :, 0]  # (b, Ci)
+        kernel = self.shuffle_depthwise.weight[:, 0]  # (b, k, k)
+        weight = torch.einsum("ob,bkl,bi->oikl", expand, kernel, reduce)
+        dw = self.shuffle_depthwise
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            dw.stride,
+            dw.padding,
+            dw.dilation,
+            bias=self.shuffle_expand.bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        conv.weight.copy_(weight)
+        if conv.bias is not None:
+            conv.bias.copy_(self.shuffle_expand.bias)
+        return conv
+
+
+@register_formula(LinearShuffleNet)
+def _shuffle_cost(module: LinearShuffleNet, inputs: tuple, output: torch.Tensor) -> OpCount:
+    n, c, h, w = output.shape
+    h_in, w_in = inputs[0].shape[-2:]
+    b, g, k = module.bottleneck, module.groups, module.kernel_size
+    macs = n * h_in * w_in * (module.in_channels // g) * b + n * h * w * (b * k * k + b * (c // g))
+    has_bias = module.shuffle_expand.bias is not None
+    return OpCount(macs=macs, bias=n * c * h * w * has_bias)
 
 
 @SUBSTITUTES.register("shuffle")
 def shuffle(
-    in_channels,
-    out_channels,
-    kernel_size,
-    stride=1,
-    padding=0,
-    dilation=1,
-    bias=False,
-    setting=None,
-    **dd,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    bias: bool = False,
+    setting: float | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> LinearShuffleNet:
-    """`Shuffle_g`: linear ShuffleNet block with up to g groups."""
-    if setting is None or setting < 1:
-        raise ValueError("substitute 'Shuffle' needs a group count >= 1, e.g. Shuffle_4")
+    """`Shuffle_g`: a linear ShuffleNet block with at most g groups (an integer >= 1)."""
+    if setting is None or setting < 1 or setting != int(setting):
+        raise ValueError(
+            f"substitute 'Shuffle' needs an integer group count g >= 1, e.g. Shuffle_4; got {setting}"
+        )
     return LinearShuffleNet(
-        in_channels, out_channels, kernel_size, stride, padding, dilation, bias, int(setting), **dd
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        bias,
+        int(setting),
+        device,
+        dtype,
     )
