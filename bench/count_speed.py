@@ -39,8 +39,10 @@ def _time(fn: Callable[[], int], repeats: int) -> tuple[float, float, int]:
 
 
 def _counters(model: torch.nn.Module, shape: tuple[int, ...]) -> list[tuple[str, Callable]]:
-    from fvcore.nn import FlopCountAnalysis
-    from ptflops import get_model_complexity_info
+    with warnings.catch_warnings():  # fvcore's import warns about torch.jit
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+        from ptflops import get_model_complexity_info
 
     x = torch.rand(1, *shape)
     meta = copy.deepcopy(model).to("meta")

@@ -87,6 +87,24 @@ def test_attention_kernel_called_functionally_is_counted():
     assert r.unsupported == []
 
 
+def test_in_place_and_fused_matrix_products_are_counted():
+    class Gemms(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.randn(4, 5)), nn.Parameter(torch.randn(5))
+            self.stack = nn.Parameter(torch.randn(3, 4, 5))
+
+        def forward(self, x):
+            n = x.shape[0]
+            c = torch.zeros(n, 5).addmm_(x, self.w)
+            d = torch.zeros(n, 5).addbmm(x.expand(3, n, 4), self.stack)
+            e = torch.zeros(3, n, 5).baddbmm_(x.expand(3, n, 4), self.stack).sum(0)
+            return c + d + e + torch._addmm_activation(self.b, x, self.w)
+
+    r = count(Gemms(), (4,))
+    assert (r.macs, r.unsupported) == (20 + 60 + 60 + 20, [])
+
+
 def test_formula_owns_its_subtree():
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
 

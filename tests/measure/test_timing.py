@@ -85,3 +85,17 @@ def test_phase_peak_memory_is_cuda_only():
     with t.phase("forward"):
         pass
     assert t.peak_memory() == {}
+
+
+def test_elapsed_while_running_and_phase_timer_add_reset(clock):
+    sw = Stopwatch()
+    sw.start()
+    clock[0] += 1.5
+    assert sw.elapsed() == 1.5 and sw.running
+    assert sw.lap_times() == []  # no lap closed yet
+    t = PhaseTimer()
+    t.add("data", 0.5)
+    t.add("data", 1.5)
+    assert t.totals() == {"data": 2.0} and t.stats()["data"].median == 1.0
+    t.reset()
+    assert t.totals() == {} and t.fractions() == {}

@@ -32,7 +32,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, addmm_flop, sdpa_flop_count
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    bmm_flop,
+    mm_flop,
+    sdpa_flop_count,
+)
 
 from nettle.measure import builtin_formulas as _builtin  # noqa: F401  (registers formulas)
 from nettle.measure.conventions import Convention, get_convention
@@ -47,12 +52,23 @@ _HEAVY = re.compile(
     r"(?:^|_)(?:conv(?:olution|\d+d)?|[a-z]*mm|matmul|linear|einsum|rnn|lstm|gru|attention|fft"
     r"|transformer)(?:_|$)"
 )
-# flop formulas torch lacks: the CPU flash-attention kernel and the fused addmm+activation
+
+
+def _gemm(c: Any, a: Any, b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of c + a @ b (the addition is not counted), batched or not."""
+    return bmm_flop(a, b) if len(a) == 3 else mm_flop(a, b)
+
+
+# flop formulas torch lacks: the CPU flash-attention kernel, fused and in-place GEMMs
 _EXTRA_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
         lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
     ),
-    torch.ops.aten._addmm_activation: addmm_flop,
+    torch.ops.aten._addmm_activation: _gemm,
+    torch.ops.aten.addmm_: _gemm,
+    torch.ops.aten.baddbmm_: _gemm,
+    torch.ops.aten.addbmm: _gemm,
+    torch.ops.aten.addbmm_: _gemm,
 }
 _OWNED = object()  # marks code running inside a module costed by its formula
 
