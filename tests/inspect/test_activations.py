@@ -54,3 +54,48 @@ def test_unknown_layer_suggests_names():
     named = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 2, 3), relu1=nn.ReLU()))
     with pytest.raises(ValueError, match="did you mean conv1"):
         capture(named, torch.rand(1, 1, 8, 8), ["conv"])
+
+
+def test_streamed_stats_equal_the_whole_tensor():
+    model = _model()
+    x = torch.randn(50, 1, 8, 8)
+    (s,) = activation_stats(model, x, ["0"], batch_size=7, percentiles=(10, 90))
+    with torch.no_grad():
+        a = model[0](x).flatten()
+    assert s.count == a.numel() == 50 * 4 * 64 and s.shape == [4, 8, 8]
+    assert s.mean == pytest.approx(float(a.mean()), abs=1e-6)
+    assert s.std == pytest.approx(float(a.std()), rel=1e-5)
+    assert (s.min, s.max) == (float(a.min()), float(a.max()))
+    expected = torch.quantile(a, torch.tensor([0.1, 0.9]))
+    assert [s.percentiles[10], s.percentiles[90]] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_recording_survives_in_place_ops_and_restores_each_mode():
+    model = nn.Sequential(nn.Identity(), nn.ReLU(inplace=True), nn.BatchNorm1d(3))
+    model[2].train(False)  # a frozen norm inside a model in training mode
+    x = torch.tensor([[-1.0, 2.0, -3.0]])
+    acts = capture(model, x, ["0"])
+    assert torch.equal(acts["0"], x)  # recorded before the in-place ReLU ran
+    assert model.training and not model[2].training
+
+
+def test_data_forms_and_layers_never_called():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = _model()
+    x, y = torch.rand(9, 1, 8, 8), torch.zeros(9, dtype=torch.long)
+    ref = capture(model, x, ["1"])["1"]
+    for data in [(x, y), TensorDataset(x, y), DataLoader(TensorDataset(x, y), batch_size=4)]:
+        assert torch.equal(capture(model, data, ["1"])["1"], ref)
+    assert capture(model, x, ["1"], max_batches=2, batch_size=4)["1"].shape[0] == 8
+
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Identity(), nn.Identity()
+
+        def forward(self, t):
+            return self.used(t)
+
+    with pytest.raises(ValueError, match="layer 'unused' was not called"):
+        capture(Skips(), x, ["used", "unused"])

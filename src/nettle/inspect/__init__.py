@@ -1,5 +1,73 @@
-"""Inspect models: activations of named layers (statistics, top-k inputs)."""
+"""Inspect models: activations, receptive fields and patches, probes, feature visualisation."""
 
 from nettle.inspect.activations import LayerStats, TopK, activation_stats, capture, top_k
+from nettle.inspect.featurevis import (
+    FeatureVis,
+    Objective,
+    channel,
+    deepdream,
+    direction,
+    fourier_image,
+    neuron,
+    pixel_image,
+    render,
+    standard_transforms,
+)
+from nettle.inspect.probes import (
+    AugmentationEffect,
+    PatchSensitivity,
+    PatchTransfer,
+    Probabilities,
+    TopPatches,
+    augmentation_effect,
+    interpolate_activation,
+    paste_patch,
+    patch_sensitivity,
+    patch_transfer_effect,
+    prediction_probabilities,
+    top_patches,
+)
+from nettle.inspect.trace import (
+    FieldTracer,
+    Rect,
+    UntraceableError,
+    receptive_field,
+    register_pointwise,
+    register_receptive_field,
+)
 
-__all__ = ["LayerStats", "TopK", "activation_stats", "capture", "top_k"]
+__all__ = [
+    "AugmentationEffect",
+    "FeatureVis",
+    "FieldTracer",
+    "LayerStats",
+    "Objective",
+    "PatchSensitivity",
+    "PatchTransfer",
+    "Probabilities",
+    "Rect",
+    "TopK",
+    "TopPatches",
+    "UntraceableError",
+    "activation_stats",
+    "augmentation_effect",
+    "capture",
+    "channel",
+    "deepdream",
+    "direction",
+    "fourier_image",
+    "interpolate_activation",
+    "neuron",
+    "paste_patch",
+    "patch_sensitivity",
+    "patch_transfer_effect",
+    "pixel_image",
+    "prediction_probabilities",
+    "receptive_field",
+    "register_pointwise",
+    "register_receptive_field",
+    "render",
+    "standard_transforms",
+    "top_k",
+    "top_patches",
+]
