@@ -268,6 +268,9 @@ def test_published_wrn_28_10_figures():
     de = count(model.to("meta"), (3, 32, 32), "deficient-efficient")
     assert de.macs == 5_245_638_922  # convs 5,243,322,368 + ReLU 2,310,144 + FC 6,410
     assert f"{de.macs:.5E}" == "5.24564E+09"
+    # + conv/fc bias, BN scale and shift, ReLU, pooling: ptflops' count less its double counts
+    everything = count(model, (3, 32, 32), "macs+elementwise")
+    assert everything.macs == 5_243_328_768 + 10 + 2 * 2_310_144 + 2_310_144 + 640 * 64
 
 
 def test_resnet50_figures():
