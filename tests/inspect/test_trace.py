@@ -282,3 +282,28 @@ def test_augmentation_effect():
     torch.testing.assert_close(flipped.difference, flipped.after - flipped.before)
     with pytest.raises(ValueError, match="from \\(4, 12, 12\\) to \\(4, 14, 14\\)"):
         augmentation_effect(model, "2", x, lambda t: F.pad(t, [1, 1, 1, 1], value=1.0))
+
+
+class SharedReLU(nn.Module):
+    """One ReLU module used twice, as in torchvision's BasicBlock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.relu = nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 5), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.c2(self.relu(self.c1(x))))
+
+
+def test_a_shared_module_is_traced_at_its_first_call():
+    assert receptive_field(SharedReLU(), "relu", 2, 2, (1, 12, 12)) == Rect(2, 2, 5, 5)
+
+
+def test_torchvision_resnet18_fields_match_the_gradient():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    tracer = FieldTracer(model, (3, 64, 64))
+    for layer, pos in [("layer1.1", (9, 2)), ("layer2.0.conv1", (3, 5)), ("layer2.1", (7, 0))]:
+        support = _gradient_support(model, layer, pos, (3, 64, 64), n=32)
+        assert _box(support) == tracer.rect(layer, pos), layer

@@ -314,6 +314,9 @@ class FieldTracer:
         model: the network; it is traced, never edited (shapes come from one dummy forward in
             eval mode under no_grad).
         input_size: the shape of one input, channels first, e.g. `(3, 32, 32)` or `(1, 100)`.
+
+    A module called more than once (a shared ReLU) is traced at its first call, the call whose
+    output `nettle.inspect.capture` records.
     """
 
     def __init__(self, model: nn.Module, input_size: Sequence[int]) -> None:
@@ -327,8 +330,8 @@ class FieldTracer:
             get_layers(self.model, [layer])
             gm = _trace(self.model, "", leaves=[layer])
             nodes = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer]
-            if len(nodes) != 1:
-                raise UntraceableError(f"layer {layer!r} is called {len(nodes)} times")
+            if not nodes:
+                raise UntraceableError(f"layer {layer!r} is not called in the forward pass")
             dummy = torch.zeros((1, *self.input_size), **_like(self.model))
             try:
                 with eval_mode(self.model), torch.no_grad():
