@@ -42,11 +42,34 @@ def test_unknown_keys_are_refused_by_name(section, key):
         load_config_dict({}, [f"{section}.{key}=1"], source="x.yaml")
 
 
-@settings(max_examples=50, deadline=None)
-@given(value=st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8))
-def test_wrong_types_name_the_field(value):
-    with pytest.raises(ConfigError, match=r"^cfg.yaml: train.epochs: "):
-        load_config_dict({"train": {"epochs": value}}, source="cfg.yaml")
+not_a_number = st.one_of(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz", max_size=8).map(lambda s: "x" + s),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(keys, st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    key=st.sampled_from(["train.epochs", "train.seed", "train.optim.lr", "data.batch_size"]),
+    value=not_a_number,
+)
+def test_wrong_types_name_the_field(key, value):
+    section, _, leaf = key.rpartition(".")
+    tree: dict = {}
+    node = tree
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=rf"^cfg.yaml: {key}: "):
+        load_config_dict(tree, source="cfg.yaml")
+    # the same value from the command line names the same key
+    with pytest.raises(ConfigError, match=rf"^cfg.yaml: {key}: "):
+        load_config_dict(
+            {},
+            [f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"],
+            source="cfg.yaml",
+        )
 
 
 def test_file_errors(tmp_path):
