@@ -1,4 +1,8 @@
-"""`nettle runs [--sweep S] [--status S] [--where EXPR ...] [--store PATH] [--json]`."""
+"""`nettle runs [--sweep S] [--status S] [--where EXPR ...] [--metrics K,..] [--store PATH] [--json]`.
+
+Filters: `--where test_acc>0.9` (a metric), `--where train.optim.lr=0.1` (a config key),
+`--where status=failed` (a column); repeat to combine (AND).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="EXPR",
-        help="filter, e.g. --where test_acc>0.9 --where name=seed=0 (repeatable)",
+        help="filter, e.g. --where test_acc>0.9 --where train.seed=0 (repeatable)",
+    )
+    p.add_argument(
+        "--metrics",
+        default="best_test_acc,test_acc,params",
+        help="metric columns of the table (best_test_acc,test_acc,params); 'all' for every one",
     )
     p.add_argument("--store", default="runs/nettle.db")
     p.add_argument("--json", action="store_true")
@@ -38,10 +47,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, default=str))
         return 0
-    keys = sorted({k for r in rows for k in r["metrics"]})
+    have = sorted({k for r in rows for k in r["metrics"]})
+    keys = have if args.metrics == "all" else [k for k in args.metrics.split(",") if k in have]
     table = Table(title=f"{len(rows)} runs in {args.store}")
     for col in ("id", "sweep", "name", "status", "attempts", *keys):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("id", "status"))
+    failed = any(r["reason"] for r in rows)
+    if failed:
+        table.add_column("reason", overflow="fold")
     for r in rows:
         table.add_row(
             r["id"],
@@ -50,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             r["status"],
             str(r["attempts"]),
             *[f"{r['metrics'][k]:.4g}" if k in r["metrics"] else "" for k in keys],
+            *([r["reason"] or ""] if failed else []),
         )
     Console().print(table)
     return 0

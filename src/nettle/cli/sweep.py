@@ -1,47 +1,202 @@
-"""`nettle sweep plan FILE [--store PATH] [--json]`: the runs a sweep file expands to."""
+"""`nettle sweep plan|run FILE`: the runs a sweep file expands to, and running them.
+
+    nettle sweep plan FILE [--root DIR] [--store PATH] [--json]
+    nettle sweep run FILE [--gpus 0,1 | --slots N] [--retries K] [--preflight]
+                          [--mem-limit-gb G] [--grace S] [--root DIR] [--store PATH] [--json]
+
+Runs go to `<root>/<sweep>/<run id>/` (root `runs`), the store to `<root>/nettle.db`. Rerunning
+`sweep run` skips finished runs and resumes the others from their checkpoints; Ctrl-C stops
+every job and marks it preempted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
 __all__ = ["add_parser", "run"]
 
+_STYLE = {"done": "green", "failed": "red", "running": "cyan", "preempted": "yellow"}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="sweep files: plan the runs", description=__doc__)
+    p = sub.add_parser("sweep", help="sweep files: plan the runs, run them", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     verbs = p.add_subparsers(dest="sweep_verb", metavar="ACTION", required=True)
     plan = verbs.add_parser("plan", help="list the runs of a sweep file and their status")
-    plan.add_argument("file", help="sweep YAML file")
-    plan.add_argument("--store", default="runs/nettle.db", help="run store (runs/nettle.db)")
-    plan.add_argument("--json", action="store_true")
-    plan.set_defaults(func=run)
+    go = verbs.add_parser("run", help="run the unfinished runs of a sweep file in parallel")
+    for q in (plan, go):
+        q.add_argument("file", help="sweep YAML file")
+        q.add_argument("--root", default="runs", help="runs go to ROOT/<sweep>/<id> (runs)")
+        q.add_argument("--store", default=None, help="run store (default ROOT/nettle.db)")
+        q.add_argument("--json", action="store_true", help="print JSON only")
+        q.set_defaults(func=run)
+    go.add_argument("--gpus", default=None, help="GPU ids, one job per GPU, e.g. 0,1,2")
+    go.add_argument("--slots", type=int, default=None, help="CPU slots (or jobs per GPU)")
+    go.add_argument("--retries", type=int, default=1, help="extra attempts of a failed run (1)")
+    go.add_argument("--preflight", action="store_true", help="one training step of every run first")
+    go.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=None,
+        help="virtual-memory limit per job (RLIMIT_AS; importing torch maps ~3.5 GB; CPU jobs)",
+    )
+    go.add_argument("--grace", type=float, default=10.0, help="s between SIGTERM and SIGKILL")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from nettle.experiment.spec import plan_sweep
+
+    plan = plan_sweep(args.file)
+    store_path = Path(args.store or Path(args.root) / "nettle.db")
+    if args.sweep_verb == "plan":
+        return _plan(plan, store_path, args.json)
+    return _run(plan, store_path, args)
+
+
+def _plan(plan: Any, store_path: Path, as_json: bool) -> int:
     from nettle.experiment.store import Store
 
-    sweep = plan_sweep(args.file)
     status = {}
-    if Path(args.store).is_file():
-        status = {r["id"]: r["status"] for r in Store(args.store).query(sweep=sweep.name)}
+    if store_path.is_file():
+        status = {r["id"]: r["status"] for r in Store(store_path).query(sweep=plan.name)}
     rows = [
         {"id": r.id, "name": r.name, "overrides": r.overrides, "status": status.get(r.id, "new")}
-        for r in sweep.runs
+        for r in plan.runs
     ]
-    if args.json:
-        print(json.dumps({"sweep": sweep.name, "runs": rows}))
+    if as_json:
+        print(json.dumps({"sweep": plan.name, "runs": rows}))
         return 0
-    table = Table(title=f"sweep {sweep.name}: {len(rows)} runs")
+    table = Table(title=f"sweep {plan.name}: {len(rows)} runs")
     for col in ("id", "run", "status"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["id"], r["name"], r["status"])
     Console().print(table)
     return 0
+
+
+class _Board:
+    """The live state of every run, fed by the scheduler's events."""
+
+    def __init__(self, plan: Any) -> None:
+        self.name = plan.name
+        self.rows = {r.id: {"name": r.name, "status": "queued", "note": ""} for r in plan.runs}
+        self.started: dict[str, float] = {}
+        self.messages: list[str] = []
+
+    def event(self, event: str, info: dict[str, Any]) -> None:
+        row = self.rows.get(info.get("id", ""), {})
+        if event == "skip":
+            row.update(status="done", note="already done")
+        elif event == "start":
+            row.update(status="running", slot=info["slot"], attempt=info["attempt"], note="")
+            self.started[info["id"]] = time.monotonic()
+        elif event == "epoch":
+            acc = info.get("test_acc")
+            row.update(epoch=info["epoch"], note=f"test acc {acc:.2%}" if acc is not None else "")
+        elif event in ("done", "preempted"):
+            row.update(status=event, note=info.get("reason") or row.get("note", ""))
+        elif event == "failed":
+            status = "retrying" if info["retry"] else "failed"
+            row.update(status=status, note=info["reason"])
+        elif event == "preflight":
+            row.update(status="checked" if info["ok"] else "failed", note=info.get("error") or "")
+        elif event in ("stale", "busy"):
+            self.messages.append(
+                f"{info['id']}: {'cleared a stale row' if event == 'stale' else 'running elsewhere'}"
+            )
+        elif event == "stopping":
+            self.messages.append(f"{info['signal']}: stopping {info['jobs']} jobs")
+
+    def render(self) -> Group:
+        counts: dict[str, int] = {}
+        for row in self.rows.values():
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        title = f"sweep {self.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        table = Table(title=title)
+        table.add_column("id", no_wrap=True)
+        table.add_column("run", min_width=16, overflow="fold")
+        table.add_column("status", no_wrap=True)
+        table.add_column("slot", no_wrap=True)
+        table.add_column("epoch", no_wrap=True, justify="right")
+        table.add_column("note", max_width=24, no_wrap=True, overflow="ellipsis")
+        shown = self.rows.items()
+        if len(self.rows) > 30:  # big sweeps: only what is moving or went wrong
+            shown = [(k, r) for k, r in shown if r["status"] not in ("queued", "done")]
+        now = time.monotonic()
+        for run_id, r in shown:
+            note = r["note"]
+            if r["status"] == "running":
+                note = f"{now - self.started[run_id]:.0f}s" + (f", {note}" if note else "")
+            style = _STYLE.get(r["status"], "")
+            table.add_row(
+                run_id,
+                r["name"],
+                f"[{style}]{r['status']}[/]" if style else r["status"],
+                r.get("slot", "") + (f" #{r['attempt']}" if r.get("attempt", 1) > 1 else ""),
+                str(r.get("epoch", "")),
+                note,
+            )
+        return Group(table, *self.messages[-5:])
+
+
+def _run(plan: Any, store_path: Path, args: argparse.Namespace) -> int:
+    from nettle.experiment.schedule import run_sweep
+
+    gpus = args.gpus.split(",") if args.gpus else None
+    opts = {
+        "root": args.root,
+        "gpus": gpus,
+        "slots": args.slots,
+        "retries": args.retries,
+        "mem_limit_gb": args.mem_limit_gb,
+        "preflight": args.preflight,
+        "grace": args.grace,
+    }
+    if args.retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {args.retries}")
+    if args.json:
+        result = run_sweep(plan, store_path, **opts)
+        print(json.dumps(result.to_dict()))
+    else:
+        board = _Board(plan)
+        with Live(board.render(), console=Console(stderr=True), refresh_per_second=4) as live:
+
+            def progress(event: str, info: dict[str, Any]) -> None:
+                board.event(event, info)
+                live.update(board.render())
+
+            result = run_sweep(plan, store_path, progress=progress, **opts)
+        _print_result(result, store_path)
+    if result.interrupted:
+        return 130
+    return 0 if result.ok else 1
+
+
+def _print_result(result: Any, store_path: Path) -> None:
+    out = Console()
+    bad = [p for p in result.preflight if not p["ok"]]
+    if bad:
+        table = Table(title=f"preflight: {len(bad)} of {len(result.preflight)} runs fail")
+        for col in ("id", "run", "error"):
+            table.add_column(col, overflow="fold")
+        for p in bad:
+            table.add_row(
+                p["id"], p.get("name", ""), ("OOM: " if p.get("oom") else "") + p["error"]
+            )
+        out.print(table)
+    for run_id, reason in result.failed.items():
+        out.print(f"[red]failed[/] {run_id}: {reason}")
+    out.print(
+        f"sweep {result.sweep}: {len(result.done)} done, {len(result.skipped)} already done, "
+        f"{len(result.failed)} failed, {len(result.preempted)} preempted, "
+        f"{len(result.busy)} running elsewhere in {result.seconds:.1f}s; store {store_path}"
+    )

@@ -14,9 +14,19 @@ Layout of `<root>/<sweep>/<run id>/` (the run id is the config hash):
 A run is skipped when its summary.json says done (recorded in the store if the store missed
 it). Failed, preempted and interrupted runs start again and the trainer resumes them from
 their checkpoint; a failure is retried `retries` times in one call unless retrying cannot help
-(bad input, non-finite loss). "running" rows of a scheduler that died are made "preempted" and
+(bad input, non-finite loss). A run already in the store (the same config in another sweep)
+keeps its run dir. "running" rows of a scheduler that died are made "preempted" and
 any process left of them is killed. SIGINT or SIGTERM stops every job's whole group (TERM,
 then KILL after `grace` s; a second signal skips the wait), marks them preempted and returns.
+
+No orphans: a job's leftovers are killed with its group when it ends; the jobs die with a
+scheduler killed by SIGKILL (`PR_SET_PDEATHSIG`), and what of their groups survives is killed
+by the next call, found by the run id every process of a job carries (`NETTLE_RUN_ID`).
+
+Example:
+    >>> result = run_sweep("examples/sweep-digits.yaml", slots=2)  # doctest: +SKIP
+    >>> result.ok, len(result.done)  # doctest: +SKIP
+    (True, 6)
 """
 
 from __future__ import annotations
@@ -348,8 +358,9 @@ def run_sweep(
         gpus: GPU ids; one job on each at a time (`slots` per GPU if given).
         slots: CPU slots when `gpus` is empty (default 1).
         retries: extra attempts of a failed run within this call.
-        mem_limit_gb: address-space limit of each job (RLIMIT_AS). CUDA maps large virtual
-            ranges, so this suits CPU jobs.
+        mem_limit_gb: virtual-memory limit of each job (RLIMIT_AS): a job that exceeds it
+            fails with reason "out of memory". Importing torch alone maps ~3.5 GB, and CUDA
+            maps far more, so this suits CPU jobs.
         preflight: first take one training step of every run (one subprocess, first slot)
             and run nothing unless all pass.
         grace: seconds between SIGTERM and SIGKILL when stopping a job.
@@ -365,6 +376,8 @@ def run_sweep(
     t0 = time.monotonic()
     if not isinstance(plan, SweepPlan):
         plan = plan_sweep(plan)
+    if gpus and mem_limit_gb:
+        log.warning("--mem-limit-gb limits virtual memory, which CUDA maps by the terabyte")
     root = Path(root)
     store = store if isinstance(store, Store) else Store(store or root / "nettle.db")
     opts = {"gpus": gpus, "slots": slots, "retries": retries, "mem_limit_gb": mem_limit_gb}

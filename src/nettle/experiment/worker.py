@@ -52,7 +52,7 @@ MARKER = "NETTLE_RUN_ID"
 _PR_SET_PDEATHSIG = 1
 _OOM = re.compile(
     r"MemoryError|OutOfMemoryError|out of memory|Cannot allocate memory|"
-    r"can't allocate memory|std::bad_alloc",
+    r"can't allocate memory|std::bad_alloc|memory allocation.*failed",
     re.IGNORECASE,
 )
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*)?(Error|Exception|Interrupt|Exit)\b.*")

@@ -1,0 +1,83 @@
+"""Scheduler overhead: N stand-in jobs of ~1 s on S slots through `run_sweep`.
+
+Each job is a Python process that sleeps and writes a done summary.json, started through the
+same launcher as `nettle train` (own process group, pinned environment, store claims, log).
+Reports the makespan against the ideal (jobs x seconds / slots), the overhead per job, and, side
+by side, a bare pool of S threads running the same processes with `subprocess.run` (no store,
+no groups), and the interpreter's own start-up time.
+
+    python bench/scheduler.py [--jobs 24] [--slots 2] [--seconds 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from nettle.experiment.schedule import run_sweep
+from nettle.experiment.spec import plan_sweep
+
+JOB = (
+    "import pathlib, sys, time; time.sleep(float(sys.argv[3])); "
+    "pathlib.Path(sys.argv[2], 'summary.json').write_text('{\"status\": \"done\"}')"
+)
+
+
+def _startup(repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _bare_pool(jobs: int, slots: int, seconds: float, root: Path) -> float:
+    def one(i: int) -> None:
+        run_dir = root / f"bare{i}"
+        run_dir.mkdir(parents=True)
+        argv = [sys.executable, "-c", JOB, "-", str(run_dir), str(seconds)]
+        subprocess.run(argv, check=True)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(slots) as pool:
+        list(pool.map(one, range(jobs)))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=24)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    args = parser.parse_args()
+    ideal = args.jobs * args.seconds / args.slots
+    plan = plan_sweep({"name": "bench", "grid": {"train.seed": list(range(args.jobs))}})
+
+    def command(config: Path, run_dir: Path) -> list[str]:
+        return [sys.executable, "-c", JOB, str(config), str(run_dir), str(args.seconds)]
+
+    with tempfile.TemporaryDirectory(prefix="nettle-bench-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        result = run_sweep(plan, root=root, slots=args.slots, command=command)
+        sweep = time.perf_counter() - t0
+        assert result.ok and len(result.done) == args.jobs, result
+        bare = _bare_pool(args.jobs, args.slots, args.seconds, root)
+    startup = _startup()
+    print(f"{args.jobs} jobs of {args.seconds:.2f} s on {args.slots} slots, ideal {ideal:.2f} s")
+    print(f"{'launcher':<34}{'makespan s':>12}{'/ ideal':>10}{'overhead/job s':>16}")
+    for name, span in (("nettle run_sweep (store, groups)", sweep), ("bare thread pool", bare)):
+        overhead = (span - ideal) * args.slots / args.jobs
+        print(f"{name:<34}{span:>12.2f}{span / ideal:>10.3f}{overhead:>16.3f}")
+    print(f"python start-up alone (median of 5): {startup:.3f} s per job")
+
+
+if __name__ == "__main__":
+    main()
