@@ -1,13 +1,24 @@
 """APGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
 diverse parameter-free attacks", arXiv:2003.01690), with the CE and DLR losses.
 
-Threat model: white-box, L-infinity or L2 ball of radius `eps`. Gradient ascent with momentum
-(0.75) whose step size starts at `2*eps` and is halved at checkpoints p_0 = 0, p_1 = 0.22,
-p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (fractions of `steps`) when, since the last
-checkpoint, the loss rose in less than 75% of the steps, or when neither the step size nor the
-best loss changed; after a halving the iterate restarts from the best point so far. The
-best-loss point per example is returned. `restarts` repeats from random starts keeping, per
-example, the first success. DLR: `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`.
+Threat model: white-box, L-infinity or L2 ball of radius `eps`, valid range. From a random
+point on the ball's surface (Linf: scaled so the largest coordinate is `eps`; L2: norm `eps`),
+`steps` iterations of gradient ascent with momentum:
+`z = P(x_k + eta * s(grad))`, `x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))`, with
+`a = 0.75` (1 at the first step), `s` the sign (Linf) or L2-normalised gradient, and `P` the
+projection onto the ball and the range. The step size `eta` starts at `2 * eps` and is checked
+after 22% of the iterations, then after intervals shrinking by 3% down to 6% (integer counts as
+the reference code). At a check, per example, `eta` is halved and the iterate restarts from the
+best point (with its gradient) when the loss rose between consecutive iterates in at most
+`rho = 75%` of the interval's steps, or when the previous check did not halve and the best loss
+has not improved since. Returns, per example, the last point that fooled the model, else the
+highest-loss point. `restarts` repeats from fresh random points on the examples not yet
+fooled. Losses: `ce`, and `dlr = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`;
+targeted: minus the CE to the target, and
+`-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)` (z_pi sorted logits, largest first).
+Shapes: x (N, ...) in the valid range, y (N,) class indices, target (N,) or None.
+
+Defaults: AutoAttack's APGD: `eps = 8/255`, 100 iterations, 1 restart, rho 0.75.
 """
 
 from __future__ import annotations
@@ -15,16 +26,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from nettle.attack.base import ATTACKS, Attack
-from nettle.attack.pgd import project
+from nettle.attack.base import ATTACKS, Attack, per_example_norm, project
 
 __all__ = ["APGD", "APGDConfig", "checkpoints", "dlr_loss"]
 
 
 @dataclass
 class APGDConfig:
+    """APGD options."""
+
     eps: float = 8 / 255
     steps: int = 100
     norm: str = "linf"
@@ -32,109 +43,143 @@ class APGDConfig:
     restarts: int = 1
     rho: float = 0.75
 
+    def __post_init__(self) -> None:
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"APGD norm must be 'linf' or 'l2', got {self.norm!r}")
+        if self.loss not in ("ce", "dlr"):
+            raise ValueError(f"APGD loss must be 'ce' or 'dlr', got {self.loss!r}")
+        if self.eps < 0 or self.steps < 1 or self.restarts < 1:
+            raise ValueError(f"APGD needs eps >= 0, steps >= 1, restarts >= 1, got {self}")
 
-def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Difference-of-logits-ratio loss per example (to maximise)."""
+
+def dlr_loss(
+    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Difference-of-logits-ratio loss per example, to maximise (targeted when `target`)."""
     srt = logits.sort(dim=1).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
-    top_is_y = (logits.argmax(1) == y).float()
-    other = srt[:, -2] * top_is_y + srt[:, -1] * (1 - top_is_y)
+    if target is not None:
+        z_t = logits.gather(1, target[:, None]).squeeze(1)
+        return -(z_y - z_t) / (srt[:, -1] - (srt[:, -3] + srt[:, -4]) / 2 + 1e-12)
+    top_is_y = logits.argmax(1) == y
+    other = torch.where(top_is_y, srt[:, -2], srt[:, -1])
     return -(z_y - other) / (srt[:, -1] - srt[:, -3] + 1e-12)
 
 
 def checkpoints(steps: int) -> list[int]:
-    """The iterations at which the step size may be halved."""
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({round(q * steps) for q in p[1:] if q <= 1})
-
-
-def _norm(v: torch.Tensor) -> torch.Tensor:
-    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
+    """Iteration counts after which the step size is checked (AutoAttack's integer recipe)."""
+    k, k_min, shrink = (
+        max(int(0.22 * steps), 1),
+        max(int(0.06 * steps), 1),
+        max(int(0.03 * steps), 1),
+    )
+    out, at = [], k
+    while at <= steps:
+        out.append(at)
+        k = max(k - shrink, k_min)
+        at += k
+    return out
 
 
 @ATTACKS.register("apgd")
 class APGD(Attack):
-    """Auto-PGD with the parameter-free step-size schedule."""
+    """Auto-PGD with the parameter-free step-size schedule, CE or DLR loss."""
 
     Config = APGDConfig
-    targeted_supported = False
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.config.loss == "dlr":
-            return dlr_loss(logits, y)
-        return F.cross_entropy(logits, y, reduction="none")
+            return dlr_loss(logits, y, target)
+        return super().loss(logits, y, target)
 
     def _grad(
-        self, x: torch.Tensor, y: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
         logits = self.model(x)
-        loss = self._loss(logits, y)
+        loss = self.loss(logits, y, target)
         (g,) = torch.autograd.grad(loss.sum(), x)
-        return g, loss.detach(), logits.detach()
+        pred = logits.argmax(1)
+        fooled = pred == target if target is not None else pred != y
+        return g, loss.detach(), fooled
 
-    def _step(
-        self, x: torch.Tensor, point: torch.Tensor, g: torch.Tensor, eta: torch.Tensor
-    ) -> torch.Tensor:
-        c = self.config
+    def _project(self, x: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
         lo, hi = self.clip
-        direction = g.sign() if c.norm == "linf" else g / (_norm(g) + 1e-12)
-        z = point + eta * direction
-        return (x + project(z - x, c.eps, c.norm)).clamp(lo, hi)
+        return (x + project(point - x, self.config.eps, self.config.norm)).clamp(lo, hi)
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.config
-        lo, hi = self.clip
-        view = (-1, *([1] * (x.dim() - 1)))
+    def _start(self, x: torch.Tensor) -> torch.Tensor:
+        c, g = self.config, self.generator
         if c.norm == "linf":
-            u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
-            start = (x + (2 * u - 1) * c.eps).clamp(lo, hi)
+            t = 2 * torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) - 1
         else:
-            r = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
-            start = (x + r / (_norm(r) + 1e-12) * c.eps * 0.5).clamp(lo, hi)
-        eta = torch.full((x.shape[0],) + (1,) * (x.dim() - 1), 2 * c.eps, device=x.device)
-        g, loss, logits = self._grad(start, y)
-        best_x, best_loss = start.clone(), loss.clone()
-        fooled = logits.argmax(1) != y
-        prev, cur = start, self._step(x, start, g, eta)
+            t = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        return (x + c.eps * t / (per_example_norm(t, c.norm) + 1e-12)).clamp(*self.clip)
+
+    def _run(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One APGD run: (result, fooled, best loss), per example."""
+        c = self.config
+        view = (-1, *([1] * (x.dim() - 1)))
+        cur = self._start(x)
+        g, loss, fooled = self._grad(cur, y, target)
+        found = cur.clone()
+        best, best_g, best_loss = cur.clone(), g.clone(), loss.clone()
+        eta = torch.full((len(x), *view[1:]), 2 * c.eps, device=x.device, dtype=x.dtype)
+        prev, prev_loss = cur.clone(), loss
         marks = set(checkpoints(c.steps))
         last_mark, increases = 0, torch.zeros_like(loss)
-        eta_at_mark, best_at_mark = eta.clone(), best_loss.clone()
-        for k in range(1, c.steps):
-            g, loss, logits = self._grad(cur, y)
-            fooled |= logits.argmax(1) != y
-            increases += (loss > best_loss).float()
+        halved_last, best_at_mark = torch.zeros_like(fooled), best_loss.clone()
+        for k in range(1, c.steps + 1):
+            a = 0.75 if k > 1 else 1.0
+            direction = g.sign() if c.norm == "linf" else g / (per_example_norm(g, "l2") + 1e-12)
+            z = self._project(x, cur + eta * direction)
+            prev, cur = cur, self._project(x, cur + a * (z - cur) + (1 - a) * (cur - prev))
+            g, loss, now = self._grad(cur, y, target)
+            found = torch.where(now.view(view), cur, found)
+            fooled |= now
+            increases += loss > prev_loss
+            prev_loss = loss
             better = loss > best_loss
-            best_x = torch.where(better.view(view), cur, best_x)
+            best = torch.where(better.view(view), cur, best)
+            best_g = torch.where(better.view(view), g, best_g)
             best_loss = torch.where(better, loss, best_loss)
-            z = self._step(x, cur, g, eta)
-            momentum = 0.75 if k > 1 else 1.0
-            nxt = cur + momentum * (z - cur) + (1 - momentum) * (cur - prev)
-            nxt = (x + project(nxt - x, c.eps, c.norm)).clamp(lo, hi)
-            prev, cur = cur, nxt
             if k in marks:
-                span = k - last_mark
-                cond1 = increases < c.rho * span
-                cond2 = (eta.flatten() == eta_at_mark.flatten()) & (best_loss == best_at_mark)
-                halve = (cond1 | cond2).view(view)
-                eta = torch.where(halve, eta / 2, eta)
-                cur = torch.where(halve, best_x, cur)
+                halve = (increases <= c.rho * (k - last_mark)) | (
+                    ~halved_last & (best_at_mark >= best_loss)
+                )
+                eta = torch.where(halve.view(view), eta / 2, eta)
+                cur = torch.where(halve.view(view), best, cur)
+                g = torch.where(halve.view(view), best_g, g)
+                halved_last, best_at_mark = halve, best_loss.clone()
                 last_mark, increases = k, torch.zeros_like(loss)
-                eta_at_mark, best_at_mark = eta.clone(), best_loss.clone()
-        return best_x, fooled
+        return torch.where(fooled.view(view), found, best), fooled, best_loss
 
     def perturb(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        if self.config.norm not in ("linf", "l2") or self.config.loss not in ("ce", "dlr"):
-            raise ValueError("APGD norm must be linf or l2 and loss ce or dlr")
-        best, found = self._run(x, y)
-        view = (-1, *([1] * (x.dim() - 1)))
-        for _ in range(self.config.restarts - 1):
-            adv, fooled = self._run(x, y)
-            take = ~found & fooled
-            best = torch.where(take.view(view), adv, best)
-            found |= fooled
-        return best
+        c = self.config
+        if c.loss == "dlr":
+            with torch.no_grad():
+                k = self.model(x[:1]).shape[1]
+            if k < (4 if target is not None else 3):
+                raise ValueError(
+                    f"APGD-DLR needs at least {4 if target is not None else 3} classes"
+                )
+        adv, found, best_loss = self._run(x, y, target)
+        gradients = (c.steps + 1) * len(x)
+        self.record(steps=c.steps, restarts=1, gradients=gradients)
+        for r in range(1, c.restarts):
+            todo = (~found).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            tt = target[todo] if target is not None else None
+            a, f, bl = self._run(x[todo], y[todo], tt)
+            gradients += (c.steps + 1) * len(todo)
+            take = f | (bl > best_loss[todo])
+            idx = todo[take]
+            adv[idx], found[idx], best_loss[idx] = a[take], f[take], bl[take]
+            self.record(restarts=r + 1, gradients=gradients)
+        return adv
