@@ -127,7 +127,7 @@ class _Board:
         table.add_column("status", no_wrap=True)
         table.add_column("slot", no_wrap=True)
         table.add_column("epoch", no_wrap=True, justify="right")
-        table.add_column("note", max_width=24, no_wrap=True, overflow="ellipsis")
+        table.add_column("note")
         shown = self.rows.items()
         if len(self.rows) > 30:  # big sweeps: only what is moving or went wrong
             shown = [(k, r) for k, r in shown if r["status"] not in ("queued", "done")]
@@ -143,7 +143,7 @@ class _Board:
                 f"[{style}]{r['status']}[/]" if style else r["status"],
                 r.get("slot", "") + (f" #{r['attempt']}" if r.get("attempt", 1) > 1 else ""),
                 str(r.get("epoch", "")),
-                note,
+                note if len(note) <= 40 else note[:39] + "…",
             )
         return Group(table, *self.messages[-5:])
 
