@@ -16,22 +16,26 @@ from nettle.train.checkpoint import load_checkpoint
 CONFIG = """
 name: kill-test
 model: {name: simple-cnn, kwargs: {width: 8}}
-data: {name: digits, batch_size: 32}
+data:
+  name: digits
+  batch_size: 16
+  augment: {crop_padding: 1, noise_std: 0.05}
 train:
   epochs: 3
   seed: 3
   device: cpu
   checkpoint_steps: 7
+  log_every: 1
   tensorboard: false
   optim: {name: sgd, lr: 0.05}
   schedule: {name: cosine}
-  augment_placeholder: 0
 """
+STEPS = 3 * 90  # 1,437 training images in batches of 16
 
 
 def _write_config(tmp_path: Path) -> Path:
     path = tmp_path / "cfg.yaml"
-    path.write_text(CONFIG.replace("  augment_placeholder: 0\n", ""))
+    path.write_text(CONFIG)
     return path
 
 
@@ -45,25 +49,60 @@ def _train(cfg: Path, out: Path) -> subprocess.Popen:
     )
 
 
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _steps_logged(run_dir: Path) -> int:
+    try:
+        return (run_dir / "metrics.jsonl").read_bytes().count(b'"kind": "step"')
+    except FileNotFoundError:
+        return 0
+
+
 def test_sigkill_then_rerun_gives_bitwise_identical_weights(tmp_path):
     cfg = _write_config(tmp_path)
-    reference = _train(cfg, tmp_path / "ref")
-    assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()
-    victim = _train(cfg, tmp_path / "victim")
-    last = tmp_path / "victim" / "checkpoints" / "last.pt"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1)
+    try:  # the uninterrupted reference, in this process
+        assert main(["train", str(cfg), "-o", str(tmp_path / "ref"), "--json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    victim_dir = tmp_path / "victim"
+    victim = _train(cfg, victim_dir)
+    last = victim_dir / "checkpoints" / "last.pt"
+    # a random moment after the first checkpoint (step 7), well before the end of training
+    kill_at = random.randint(8, STEPS // 2)
     deadline = time.time() + 60
-    while not last.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(random.uniform(0.0, 0.5))  # a random moment after the first checkpoint
+    while victim.poll() is None and time.time() < deadline:
+        if last.exists() and _steps_logged(victim_dir) >= kill_at:
+            break
+        time.sleep(0.002)
+    time.sleep(random.uniform(0.0, 0.005))
     victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL  # killed mid-run, not finished
-    rerun = _train(cfg, tmp_path / "victim")
+    assert victim.wait() == -signal.SIGKILL
+    assert not (victim_dir / "summary.json").exists()  # killed mid-run, not after the end
+    killed_at = load_checkpoint(last)["state"]["step"]
+    assert 7 <= killed_at < STEPS
+    rerun = _train(cfg, victim_dir)
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read().decode()
     a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(last)["model"]
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    summary = json.loads((victim_dir / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["resumed"] is True
+    assert summary["steps"] == STEPS
+    assert len(json.loads((victim_dir / "env.json").read_text())["resumes"]) == 1
+    # the metrics of the resumed run are those of the reference: no step lost or repeated
+    ref, got = _records(tmp_path / "ref"), _records(victim_dir)
+    assert [r["step"] for r in got if r["kind"] == "step"] == list(range(1, STEPS + 1))
+    assert [r["epoch"] for r in got if r["kind"] == "epoch"] == [1, 2, 3]
+    same = ("kind", "step", "loss", "lr")
+    assert [{k: r.get(k) for k in same} for r in got if r["kind"] == "step"] == [
+        {k: r.get(k) for k in same} for r in ref if r["kind"] == "step"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -48,3 +48,22 @@ def test_foreign_folder_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="not empty and holds no config.yaml"):
         prepare_run_dir(_cfg(), tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_model_defaults_come_from_the_data_set_unless_set():
+    from nettle.experiment.run import build_model
+    from nettle.train.data import get_dataset_info
+
+    def cfg(**model):
+        return load_config_dict({"model": {"name": "simple-cnn", **model}})
+
+    info = get_dataset_info("digits")
+    default = build_model(cfg(kwargs={"width": 4}))
+    assert default.normalize.mean.flatten().tolist() == pytest.approx(info.mean)
+    assert default.net.fc.out_features == 10 and default.net.stem[0].in_channels == 1
+    mine = build_model(cfg(kwargs={"width": 4, "mean": [0.5], "std": [0.25]}, num_classes=3))
+    assert mine.normalize.mean.flatten().tolist() == [0.5] and mine.net.fc.out_features == 3
+    bare = build_model(cfg(kwargs={"width": 4, "mean": None, "std": None}))
+    assert not hasattr(bare, "normalize") and bare.stem[0].in_channels == 1
+    three = build_model(cfg(kwargs={"width": 4}, in_channels=3))  # not the data set's channels
+    assert not hasattr(three, "normalize") and three.stem[0].in_channels == 3

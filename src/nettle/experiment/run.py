@@ -125,22 +125,40 @@ def _environment(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
     }
 
 
+def _record_environment(path: Path, env: dict[str, Any]) -> None:
+    """Write `env.json`; a resumed run keeps the first start's and lists each resume's."""
+    try:
+        first = json.loads(path.read_text())
+    except (OSError, ValueError):
+        first = None
+    if isinstance(first, dict):
+        env = first | {"resumes": [*first.get("resumes", []), env]}
+    _atomic_text(path, json.dumps(env, indent=2))
+
+
 def build_model(cfg: ExperimentConfig) -> nn.Module:
-    """The model of `cfg`; classes, channels and normalisation default to the data set's."""
+    """The model of `cfg`; classes, channels and normalisation default to the data set's.
+
+    `model.kwargs` may set `mean` and `std` itself (null for no normalisation); otherwise the
+    data set's are used when the model takes the data set's number of channels.
+    """
     from nettle.models import create_model
     from nettle.train.data import get_dataset_info
 
     info = get_dataset_info(cfg.data.name, cfg.data.root, cfg.data.image_size)
-    extra = {"maxout": cfg.model.maxout} if cfg.model.maxout else {}
+    kwargs = dict(cfg.model.kwargs)
+    if cfg.model.maxout:
+        kwargs["maxout"] = cfg.model.maxout
+    in_channels = cfg.model.in_channels or info.in_channels
+    same = in_channels == info.in_channels
     model = create_model(
         cfg.model.name,
         num_classes=cfg.model.num_classes or info.num_classes,
-        in_channels=cfg.model.in_channels or info.in_channels,
+        in_channels=in_channels,
         conv=cfg.model.conv,
-        mean=info.mean,
-        std=info.std,
-        **extra,
-        **cfg.model.kwargs,
+        mean=kwargs.pop("mean", info.mean if same else None),
+        std=kwargs.pop("std", info.std if same else None),
+        **kwargs,
     )
     if cfg.model.activation != "relu":
         from nettle.nn.logic import ReLog, ReLog1p, replace_relu
@@ -183,7 +201,7 @@ def run_experiment(
     if status == "done":
         return json.loads((run_dir / "summary.json").read_text())
     device = resolve_device(cfg.train.device)
-    _atomic_text(run_dir / "env.json", json.dumps(_environment(cfg, str(device)), indent=2))
+    _record_environment(run_dir / "env.json", _environment(cfg, str(device)))
     t0 = time.perf_counter()
     with default_dtype_guard(torch.float32):
         d = cfg.data
