@@ -105,10 +105,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Console()
     if summary.get("phases"):
-        table = phase_table(summary["phases"])
-        if summary.get("setup_time") is not None:
-            table.caption = f"setup (data, model; once): {summary['setup_time']:.2f} s"
-        out.print(table)
+        out.print(phase_table(summary["phases"]))
+    if summary.get("setup_time") is not None:
+        out.print(f"setup (data, model; once): {summary['setup_time']:.2f} s", highlight=False)
     best = summary.get("best_test_acc")
     out.print(
         f"run dir: {run_dir}  status: {summary['status']}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,13 @@ class NonFiniteLossError(RuntimeError):
         self.snapshot = snapshot
 
 
-def check_finite(loss: torch.Tensor, step: int) -> bool:
-    """Whether `loss` is finite (one device sync)."""
-    return bool(torch.isfinite(loss.detach()).all())
+def check_finite(loss: torch.Tensor | float, step: int | None = None) -> bool:
+    """Whether `loss` (a float or a tensor) is finite; a tensor costs one device sync."""
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            return bool(torch.isfinite(loss.detach()).all())
+        loss = float(loss.detach())
+    return math.isfinite(loss)
 
 
 def save_nonfinite_snapshot(

@@ -179,6 +179,8 @@ class Trainer:
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self._tb = None
         self._tensors: tuple[torch.Tensor, ...] | None = None  # in-memory data, on the device
+        after = getattr(self.objective, "after_step", None)
+        self._after_step = after if callable(after) else None
 
     def _lr_minima(self) -> set[int]:
         """Steps (1-based counts) after which the schedule's LR is at a local minimum."""
@@ -362,9 +364,9 @@ class Trainer:
 
     def _step(self, epoch: int, x: torch.Tensor, y: torch.Tensor, last_replay: bool = True) -> None:
         out = self.objective(self.model, x, y, self.timer)
-        step = self.state["step"]
-        if self.cfg.nan_guard and not check_finite(out.loss, step):
-            self._nonfinite(x, y, "loss", float(out.loss.detach()))
+        loss = float(out.loss.detach())  # the step's one device sync (on CUDA)
+        if self.cfg.nan_guard and not check_finite(loss):
+            self._nonfinite(x, y, "loss", loss)
         with self.timer.phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -380,10 +382,8 @@ class Trainer:
                     self._nonfinite(x, y, "grad_norm", norm)
             self.optimizer.step()
             self.scheduler.step()
-            after = getattr(self.objective, "after_step", None)
-            if callable(after):
-                after(self.model)
-        loss = float(out.loss.detach())
+            if self._after_step is not None:
+                self._after_step(self.model)
         self._running["loss"] += loss * len(y)
         self._running["correct"] += int((out.logits.detach().argmax(1) == y).sum())
         self._running["seen"] += len(y)

@@ -20,7 +20,7 @@ from torch import nn
 
 from nettle.measure.timing import PhaseTimer
 
-__all__ = ["CrossEntropy", "LossOutput", "Objective", "auxiliary_logits"]
+__all__ = ["CrossEntropy", "LossOutput", "Objective", "aux_logit_owners", "auxiliary_logits"]
 
 
 @dataclass
@@ -44,13 +44,26 @@ class Objective(Protocol):
     ) -> LossOutput: ...
 
 
-def auxiliary_logits(model: nn.Module) -> torch.Tensor | None:
-    """Logits of an auxiliary head from the last forward pass (e.g. DARTS), if any."""
-    for m in model.modules():
+def auxiliary_logits(
+    model: nn.Module, owners: list[nn.Module] | None = None
+) -> torch.Tensor | None:
+    """Logits of an auxiliary head from the last forward pass (e.g. DARTS), if any.
+
+    Args:
+        model: the network.
+        owners: the modules that may hold `aux_logits` (`aux_logit_owners(model)`), to skip
+            walking the whole model on every step.
+    """
+    for m in model.modules() if owners is None else owners:
         aux = getattr(m, "aux_logits", None)
         if isinstance(aux, torch.Tensor):
             return aux
     return None
+
+
+def aux_logit_owners(model: nn.Module) -> list[nn.Module]:
+    """The modules of `model` with an `aux_logits` attribute (DARTS sets it in `__init__`)."""
+    return [m for m in model.modules() if hasattr(m, "aux_logits")]
 
 
 class CrossEntropy:
@@ -61,6 +74,7 @@ class CrossEntropy:
     def __init__(self, label_smoothing: float = 0.0, aux_weight: float = 0.4) -> None:
         self.label_smoothing = label_smoothing
         self.aux_weight = aux_weight
+        self._owners: tuple[nn.Module | None, list[nn.Module]] = (None, [])
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
@@ -69,8 +83,12 @@ class CrossEntropy:
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             parts = {}
-            aux = auxiliary_logits(model) if model.training else None
-            if aux is not None and self.aux_weight:
+            aux = None
+            if model.training and self.aux_weight:
+                if self._owners[0] is not model:
+                    self._owners = (model, aux_logit_owners(model))
+                aux = auxiliary_logits(model, self._owners[1])
+            if aux is not None:
                 aux_loss = F.cross_entropy(aux, y, label_smoothing=self.label_smoothing)
                 loss = loss + self.aux_weight * aux_loss
                 parts["aux"] = aux_loss.detach()
