@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 from nettle.config import AugmentConfig, TrainConfig
 from nettle.train.augment import build_augment
 from nettle.train.loop import Trainer, evaluate
+from nettle.train.objectives import CrossEntropy
 
 
 def _data(n=96, seed=0):
@@ -171,3 +172,33 @@ def test_trains_a_small_cnn_on_digits():
         batch_size=32,
     )
     assert t.fit()["final"]["test_acc"] >= 0.95
+
+
+class RecordingCE(CrossEntropy):
+    """Cross-entropy that records its epoch hooks."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs_started = []
+
+    def on_epoch_start(self, epoch, epochs):
+        self.epochs_started.append((epoch, epochs))
+
+
+def test_epoch_hooks_run_again_when_resuming_inside_an_epoch(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_at_step_8(event, info):
+        if event == "step" and info["step"] == 8:
+            raise Stop
+
+    first = _trainer(tmp_path, checkpoint_steps=8)
+    first.progress = stop_at_step_8
+    with contextlib.suppress(Stop):
+        first.fit()
+    second = _trainer(tmp_path, checkpoint_steps=8)
+    second.objective = RecordingCE()
+    assert second.resume() and (second.state["epoch"], second.state["batch"]) == (1, 2)
+    second.fit()
+    assert second.objective.epochs_started == [(1, 3), (2, 3)]

@@ -16,7 +16,8 @@ the CPU only.
 
 Extension points (later kinds of runs plug in here, not by editing the loop):
 - `objective(model, x, y, timer) -> LossOutput` (`objectives.py`), with optional attributes:
-  `on_epoch_start(epoch, epochs)`, `after_step(model)`, `extra_state()` /
+  `on_epoch_start(epoch, epochs)` (also called when a run resumes inside an epoch, so it
+  must set its state from its arguments), `after_step(model)`, `extra_state()` /
   `load_extra_state(state)` (checkpointed), and `replays` (each batch is stepped this many
   times, as "free" adversarial training does).
 - `param_groups`: the optimiser's parameter groups (e.g. compression-scaled weight decay);
@@ -331,12 +332,11 @@ class Trainer:
         }
 
     def _train_epoch(self, epoch: int) -> None:
-        hook = getattr(self.objective, "on_epoch_start", None)
-        if callable(hook) and self.state["batch"] == 0:
-            hook(epoch, self.cfg.epochs)
-        for m in self.model.modules():  # model-side schedules (e.g. DARTS drop-path)
-            if callable(getattr(m, "on_epoch_start", None)):
-                m.on_epoch_start(epoch, self.cfg.epochs)
+        # epoch hooks also run when resuming inside an epoch: they set, not step, their state
+        for owner in (self.objective, *self.model.modules()):  # e.g. DARTS drop-path
+            hook = getattr(owner, "on_epoch_start", None)
+            if callable(hook):
+                hook(epoch, self.cfg.epochs)
         self.timer.reset()
         if self._tensors is None:
             self._tensors = device_tensors(self.train_data, self.device)
@@ -384,9 +384,10 @@ class Trainer:
             self.scheduler.step()
             if self._after_step is not None:
                 self._after_step(self.model)
-        self._running["loss"] += loss * len(y)
+        n = y.shape[0]
+        self._running["loss"] += loss * n
         self._running["correct"] += int((out.logits.detach().argmax(1) == y).sum())
-        self._running["seen"] += len(y)
+        self._running["seen"] += n
         self.state["step"] += 1
         self.state["batch"] += int(last_replay)
         step = self.state["step"]
@@ -396,7 +397,6 @@ class Trainer:
             self._write_metric(
                 {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss, "lr": lr, **parts}
             )
-        self.progress("step", {"step": step, "loss": loss, "lr": lr})
         if step in self.snapshot_steps and self.checkpoint_dir is not None and last_replay:
             save_checkpoint(
                 {
@@ -409,6 +409,7 @@ class Trainer:
             )
         if self.cfg.checkpoint_steps and step % self.cfg.checkpoint_steps == 0 and last_replay:
             self.save()
+        self.progress("step", {"step": step, "loss": loss, "lr": lr})
 
     def _end_epoch(self, epoch: int) -> None:
         r = self._running

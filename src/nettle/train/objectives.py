@@ -4,9 +4,11 @@ An objective is called as `objective(model, x, y, timer) -> LossOutput`. It runs
 pass itself, timing it with `timer.phase("forward")` (an adversarial objective adds an
 `"attack"` phase before it; a distillation objective runs its teacher there too), and returns
 the loss to minimise, the logits on which training accuracy is measured, and named parts of the
-loss for the metrics. Objectives may also define `on_epoch_start(epoch, epochs)` and
-`after_step(model)` hooks (annealing, variance clipping) and `extra_state()` /
-`load_extra_state(state)` for anything a checkpoint must hold.
+loss for the metrics. Objectives may also define `on_epoch_start(epoch, epochs)` (called at the
+start of every epoch and again when a run resumes inside one: set state from the arguments, do
+not step it) and `after_step(model)` hooks (annealing, variance clipping), `extra_state()` /
+`load_extra_state(state)` for anything a checkpoint must hold, and `replays` (how many times
+the trainer steps on each batch, e.g. "free" adversarial training).
 """
 
 from __future__ import annotations
