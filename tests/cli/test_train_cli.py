@@ -184,3 +184,18 @@ def test_nonfinite_loss_is_a_one_line_error_with_a_snapshot(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "nonfinite" and summary["error"] in err[-1]
     assert load_checkpoint(snapshot)["batch"]["x"].shape[1:] == (1, 8, 8)
+
+
+def test_a_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
+    cfg = _write_config(tmp_path)
+    out = tmp_path / "o"
+    args = ["train", str(cfg), "-o", str(out), "--set", "train.epochs=1", "--json"]
+    assert main(args) == 0
+    (out / "summary.json").unlink()  # as if killed after its last checkpoint
+    last = out / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{last}: unreadable checkpoint (truncated or corrupt" in err
