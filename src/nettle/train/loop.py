@@ -56,7 +56,7 @@ from nettle.train.guards import (
 )
 from nettle.train.objectives import CrossEntropy, Objective
 from nettle.train.sampler import device_tensors, epoch_order, iterate_batches
-from nettle.train.schedules import create_scheduler
+from nettle.train.schedules import create_scheduler, schedule_factor
 
 __all__ = ["Trainer", "build_optimizer", "evaluate", "resolve_device"]
 
@@ -185,10 +185,6 @@ class Trainer:
 
     def _lr_minima(self) -> set[int]:
         """Steps (1-based counts) after which the schedule's LR is at a local minimum."""
-        if self.cfg.schedule.name == "onecycle":
-            return {self.total_steps}
-        from nettle.train.schedules import schedule_factor
-
         f = schedule_factor(self.cfg.schedule, self.total_steps, 1.0, self.batches_per_epoch)
         lrs = [f(s) for s in range(self.total_steps)]
         return {
