@@ -1,7 +1,8 @@
 """The `nettle` command line: one module per verb, each thin (parse, call the library, print).
 
 Each verb module defines `add_parser(subparsers)` and a `run(args) -> int` it sets as the
-parser's default `func`.
+parser's default `func`. Verbs are found by listing this package: a new module with an
+`add_parser` is a new verb (modules whose names start with `_` are helpers, not verbs).
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from nettle.registry import UnknownNameError
 
 __all__ = ["build_parser", "main"]
 
-# verb modules, imported lazily so that `nettle --help` stays fast
-_VERBS = ["count", "train", "lr_find", "attack", "sweep", "runs", "demo"]
+
+def _verbs() -> list[str]:
+    """Names of the verb modules of this package, in alphabetical order."""
+    import pkgutil
+
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nettle {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for verb in _VERBS:
-        importlib.import_module(f"nettle.cli.{verb}").add_parser(sub)
+    for verb in _verbs():
+        module = importlib.import_module(f"nettle.cli.{verb}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
     return parser
 
 
