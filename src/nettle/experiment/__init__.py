@@ -1,25 +1,52 @@
-"""nettle.experiment: runs in run dirs (`run.py`), sweeps, the run store and reports.
+"""nettle.experiment: runs in run dirs (`run.py`), sweeps (`spec.py`, `schedule.py`), the run
+store (`store.py`) and reports (`report.py`).
+
+Names are imported on first use, so that reading the store or planning a sweep does not
+import torch.
 
 Example:
     >>> from nettle.config import load_config
-    >>> from nettle.experiment import run_experiment
+    >>> from nettle.experiment import run_experiment, run_sweep, Store
     >>> summary = run_experiment(load_config("examples/digits-cnn.yaml"))  # doctest: +SKIP
+    >>> result = run_sweep("examples/sweep-digits.yaml", slots=2)  # doctest: +SKIP
+    >>> [r["name"] for r in Store("runs/nettle.db").query(status="done")]  # doctest: +SKIP
 """
 
-from nettle.experiment.run import (
-    build_model,
-    default_run_dir,
-    load_run_model,
-    load_teacher,
-    prepare_run_dir,
-    run_experiment,
-)
+from __future__ import annotations
 
-__all__ = [
-    "build_model",
-    "default_run_dir",
-    "load_run_model",
-    "load_teacher",
-    "prepare_run_dir",
-    "run_experiment",
-]
+import importlib
+from typing import Any
+
+# public name -> module of this package that defines it
+_EXPORTS = {
+    "build_model": "run",
+    "default_run_dir": "run",
+    "load_run_model": "run",
+    "load_teacher": "run",
+    "prepare_run_dir": "run",
+    "run_experiment": "run",
+    "PlannedRun": "spec",
+    "SweepPlan": "spec",
+    "load_sweep": "spec",
+    "plan_sweep": "spec",
+    "Store": "store",
+    "StoreError": "store",
+    "SweepResult": "schedule",
+    "run_sweep": "schedule",
+    "write_report": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nettle.experiment' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"nettle.experiment.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
