@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -54,7 +53,7 @@ from nettle.train.guards import (
     grad_norm,
     save_nonfinite_snapshot,
 )
-from nettle.train.objectives import CrossEntropy, Objective
+from nettle.train.objectives import ClassificationMetric, CrossEntropy, EvalMetric, Objective
 from nettle.train.sampler import device_tensors, epoch_order, iterate_batches
 from nettle.train.schedules import create_scheduler, schedule_factor
 
@@ -87,22 +86,25 @@ def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: Dataset, batch_size: int = 256, device: torch.device | None = None
+    model: nn.Module,
+    data: Dataset,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    metric: EvalMetric | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of `model` on `data` (eval mode, restored after)."""
+    """`metric` of `model` on `data` (eval mode, restored after); default `ClassificationMetric`
+    (mean cross-entropy and accuracy)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loss, correct, seen = 0.0, 0, 0
+    metric = metric if metric is not None else ClassificationMetric()
+    metric.reset()
     try:
         for x, y in iterate_batches(data, torch.arange(len(data)), batch_size, device):
-            logits = model(x)
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            metric.update(model(x), y)
     finally:
         model.train(was_training)
-    return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1)}
+    return metric.compute()
 
 
 def _flatten_phases(record: dict[str, Any]) -> dict[str, Any]:
@@ -382,7 +384,8 @@ class Trainer:
                 self._after_step(self.model)
         n = y.shape[0]
         self._running["loss"] += loss * n
-        self._running["correct"] += int((out.logits.detach().argmax(1) == y).sum())
+        correct = out.correct if out.correct is not None else out.logits.detach().argmax(1) == y
+        self._running["correct"] += int(correct.sum())
         self._running["seen"] += n
         self.state["step"] += 1
         self.state["batch"] += int(last_replay)
@@ -425,10 +428,11 @@ class Trainer:
             record["phase_peak_memory"] = self.timer.peak_memory()
         if self.test_data is not None:
             t0 = time.perf_counter()
-            ev = evaluate(self.model, self.test_data, self.eval_batch_size, self.device)
-            record.update(
-                test_loss=ev["loss"], test_acc=ev["acc"], eval_time=time.perf_counter() - t0
-            )
+            make = getattr(self.objective, "eval_metric", None)  # e.g. CTC: acc and cer
+            metric = make() if callable(make) else None
+            ev = evaluate(self.model, self.test_data, self.eval_batch_size, self.device, metric)
+            record.update({f"test_{k}": v for k, v in ev.items()})
+            record["eval_time"] = time.perf_counter() - t0
         for name, secs in self.timer.totals().items():
             self.phase_totals[name] = self.phase_totals.get(name, 0.0) + secs
         self.history.append(record)

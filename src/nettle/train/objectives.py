@@ -8,7 +8,9 @@ loss for the metrics. Objectives may also define `on_epoch_start(epoch, epochs)`
 start of every epoch and again when a run resumes inside one: set state from the arguments, do
 not step it) and `after_step(model)` hooks (annealing, variance clipping), `extra_state()` /
 `load_extra_state(state)` for anything a checkpoint must hold, and `replays` (how many times
-the trainer steps on each batch, e.g. "free" adversarial training).
+the trainer steps on each batch, e.g. "free" adversarial training). An objective whose outputs
+are not class scores (CTC) also sets `LossOutput.correct` and provides `eval_metric()`, a fresh
+`EvalMetric` for the trainer's evaluation (default `ClassificationMetric`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from torch import nn
 
 from nettle.measure.timing import PhaseTimer
 
-__all__ = ["CrossEntropy", "LossOutput", "Objective", "aux_logit_owners", "auxiliary_logits"]
+__all__ = [
+    "ClassificationMetric",
+    "CrossEntropy",
+    "EvalMetric",
+    "LossOutput",
+    "Objective",
+    "aux_logit_owners",
+    "auxiliary_logits",
+]
 
 
 @dataclass
@@ -31,11 +41,14 @@ class LossOutput:
 
     `parts` holds detached scalars (tensors or floats, e.g. `{"kd": ..., "at": ...}`); they are
     turned into floats only when a metric line is written, so they cost no device sync per step.
+    `correct`, when set, marks (or counts) the correctly predicted examples of the batch, for
+    outputs where `logits.argmax(1) == y` is not the accuracy (CTC); None: that argmax test.
     """
 
     loss: torch.Tensor
     logits: torch.Tensor
     parts: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    correct: torch.Tensor | None = None
 
 
 class Objective(Protocol):
@@ -44,6 +57,42 @@ class Objective(Protocol):
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
     ) -> LossOutput: ...
+
+
+class EvalMetric(Protocol):
+    """Test metrics accumulated over batches: `reset()`, `update(logits, y)`, `compute()`.
+
+    `compute()` returns at least "loss" and "acc" (the trainer records them as `test_loss`,
+    `test_acc`, and any other key as `test_<key>`).
+    """
+
+    def reset(self) -> None: ...
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+class ClassificationMetric:
+    """Mean cross-entropy and argmax accuracy over the batches seen (additive `sums`)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every batch seen."""
+        self.sums: dict[str, float] = {"loss": 0.0, "correct": 0, "seen": 0}
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Add a batch of logits (N, classes) and labels (N,)."""
+        self.sums["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
+        self.sums["correct"] += int((logits.argmax(1) == y).sum())
+        self.sums["seen"] += len(y)
+
+    def compute(self) -> dict[str, float]:
+        """{"loss": mean cross-entropy, "acc": accuracy}."""
+        n = max(self.sums["seen"], 1)
+        return {"loss": self.sums["loss"] / n, "acc": self.sums["correct"] / n}
 
 
 def auxiliary_logits(
