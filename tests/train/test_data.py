@@ -26,10 +26,12 @@ from nettle.train.datasets.digits import digits_split_indices
 
 
 def test_registry_names_and_errors():
-    assert list_datasets() == ["cifar10", "digits", "imagefolder", "mnist"]
-    with pytest.raises(UnknownNameError, match="unknown dataset 'svhn'; known: cifar10, digits"):
+    assert list_datasets() == ["cifar10", "digit-lines", "digits", "imagefolder", "mnist"]
+    with pytest.raises(UnknownNameError, match="unknown dataset 'svhn'; known: cifar10, digit-"):
         create_dataset("svhn")
-    with pytest.raises(UnknownNameError, match="known: cifar10, digits, imagefolder, mnist"):
+    with pytest.raises(
+        UnknownNameError, match="known: cifar10, digit-lines, digits, imagefolder, mnist"
+    ):
         get_dataset_info("svhn")
     with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
         create_dataset("digits", "val")

@@ -3,7 +3,7 @@
 See `nettle.train.data` for the public face of this package.
 """
 
-from nettle.train.datasets import cifar, digits, folder, mnist
+from nettle.train.datasets import cifar, digit_lines, digits, folder, mnist
 from nettle.train.datasets.base import (
     DATASETS,
     DatasetEntry,
@@ -23,6 +23,7 @@ __all__ = [
     "DatasetInfo",
     "cifar",
     "create_dataset",
+    "digit_lines",
     "digits",
     "folder",
     "get_dataset_info",
