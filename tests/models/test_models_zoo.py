@@ -114,6 +114,7 @@ def test_wrn_16_4_and_simple_cnn_counts():
 # the ImageNet networks get 64x64 so that their last stage still has 2x2 values per channel for BN)
 CASES = {
     "bayes-lenet": ("bayes-lenet", {}, 28),
+    "crnn": ("crnn", {}, 8),
     "darts": ("darts", {"channels": 8, "layers": 5}, 32),
     "resnet18": ("resnet18", {}, 64),
     "resnet34": ("resnet34", {}, 64),
@@ -127,6 +128,11 @@ CASES = {
     "wrn-<depth>-<width>": ("wrn-16-2", {"dropout": 0.1}, 32),
 }
 NAMES = sorted(CASES)
+
+
+def _out_shape(name: str, n: int, classes: int, size: int) -> tuple[int, ...]:
+    """(N, classes); the CRNN scores every column pair: (N, classes + blank, width // 2)."""
+    return (n, classes + 1, size // 2) if name == "crnn" else (n, classes)
 
 
 def test_every_registered_model_has_a_case():
@@ -146,7 +152,7 @@ def test_forward_backward_invariants(name):
     size = CASES[name][2]
     model.zero_grad(set_to_none=True)
     out = model(torch.rand(1, 3, size, size))
-    assert out.shape == (1, 7)
+    assert out.shape == _out_shape(name, 1, 7, size)
     assert torch.isfinite(out).all()
     out.square().sum().backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
@@ -160,7 +166,7 @@ def test_one_input_channel(name):
     concrete, kwargs, size = CASES[name]
     model = _meta(concrete, num_classes=5, in_channels=1, **kwargs)
     with torch.device("meta"):
-        assert model(torch.rand(2, 1, size, size)).shape == (2, 5)
+        assert model(torch.rand(2, 1, size, size)).shape == _out_shape(name, 2, 5, size)
 
 
 @pytest.mark.parametrize("name", NAMES)

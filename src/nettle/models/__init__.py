@@ -4,6 +4,7 @@ Families register themselves by import below (explicit, no star imports).
 """
 
 from nettle.models import bayes_lenet as _bayes_lenet
+from nettle.models import crnn as _crnn
 from nettle.models import darts as _darts
 from nettle.models import resnet as _resnet
 from nettle.models import simple_cnn as _simple_cnn
@@ -12,4 +13,4 @@ from nettle.models import wrn as _wrn
 from nettle.models.factory import MODELS, create_model, list_models
 
 __all__ = ["MODELS", "create_model", "list_models"]
-del _bayes_lenet, _darts, _resnet, _simple_cnn, _vgg, _wrn
+del _bayes_lenet, _crnn, _darts, _resnet, _simple_cnn, _vgg, _wrn
