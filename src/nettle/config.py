@@ -132,8 +132,10 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm (or value)")
     grad_clip_mode: Literal["norm", "value"] = "norm"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    loss: Literal["ce", "sigmoid_mse", "bce"] = Field(
-        "ce", description="sigmoid_mse/bce: one independent sigmoid output per class"
+    loss: Literal["ce", "sigmoid_mse", "bce", "ctc"] = Field(
+        "ce",
+        description="sigmoid_mse/bce: one independent sigmoid output per class; "
+        "ctc: sequence labels (nettle.train.ctc, e.g. crnn on digit-lines)",
     )
     strictening: float = Field(0.0, ge=0, description="weight of the strictening regulariser")
     negatives: Literal["", "scramble", "overlay"] = Field(

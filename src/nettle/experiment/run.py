@@ -218,7 +218,9 @@ def run_experiment(
             objective = create_adversarial(cfg.adversarial, cfg.train.seed)
         from nettle.train.logic_objective import LogicObjective, needs_logic_objective
 
-        if needs_logic_objective(cfg.train):
+        if cfg.train.loss == "ctc":
+            objective = _ctc_objective(cfg)
+        elif needs_logic_objective(cfg.train):
             if objective is not None or cfg.bayes is not None:
                 raise ValueError(
                     "train.loss/strictening/negatives cannot be combined with "
@@ -259,6 +261,25 @@ def run_experiment(
         if cfg.bayes is not None:
             extras["bayes"] = _bayes_report(cfg, model, test, d.eval_batch_size)
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
+
+
+def _ctc_objective(cfg: ExperimentConfig) -> Any:
+    """The CTC objective of `train.loss: ctc`, which combines with no other objective."""
+    from nettle.train.ctc import CTCObjective
+
+    t = cfg.train
+    others = {
+        "distill": cfg.distill is not None,
+        "adversarial": cfg.adversarial is not None,
+        "bayes": cfg.bayes is not None,
+        "train.strictening": t.strictening > 0,
+        "train.negatives": bool(t.negatives),
+        "train.label_smoothing": t.label_smoothing > 0,
+    }
+    clash = [k for k, v in others.items() if v]
+    if clash:
+        raise ValueError(f"train.loss=ctc cannot be combined with {', '.join(clash)}")
+    return CTCObjective()
 
 
 def load_teacher(path: str | Path) -> nn.Module:
