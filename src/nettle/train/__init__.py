@@ -16,6 +16,7 @@ from nettle.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from nettle.train.ctc import CTCMetric, CTCObjective
 from nettle.train.data import DatasetInfo, create_dataset, get_dataset_info, list_datasets
 from nettle.train.guards import (
     NonFiniteLossError,
@@ -24,15 +25,25 @@ from nettle.train.guards import (
     default_dtype_guard,
 )
 from nettle.train.loop import Trainer, build_optimizer, evaluate, resolve_device
-from nettle.train.objectives import CrossEntropy, LossOutput, Objective
+from nettle.train.objectives import (
+    ClassificationMetric,
+    CrossEntropy,
+    EvalMetric,
+    LossOutput,
+    Objective,
+)
 from nettle.train.schedules import SCHEDULES, create_scheduler, lr_at, schedule_factor
 
 __all__ = [
     "SCHEDULES",
     "BatchAugment",
+    "CTCMetric",
+    "CTCObjective",
     "CheckpointError",
+    "ClassificationMetric",
     "CrossEntropy",
     "DatasetInfo",
+    "EvalMetric",
     "LossOutput",
     "NonFiniteLossError",
     "Objective",

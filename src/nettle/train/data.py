@@ -2,6 +2,9 @@
 
 - `digits`: scikit-learn's bundled 8x8 handwritten digits (offline, the default): 1,797 images,
   a fixed stratified 80/20 split (1,437 train, 360 test), resizable with `image_size`.
+- `digit-lines`: 3-8 digit text lines (8 x 84) made offline from the digits images of the same
+  split (4,000 train, 1,000 test lines), labels `(length, digits..., -1 padding)` for a CTC
+  model such as `crnn` (`train.loss: ctc`).
 - `mnist`: the four idx files under `root` (or `root/MNIST/raw`), plain or gzipped, parsed
   and validated here; `download=True` fetches them with torchvision.
 - `cifar10`: the binary version (`cifar-10-batches-bin`) read as bytes, or the python version
