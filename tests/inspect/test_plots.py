@@ -23,6 +23,7 @@ from nettle.inspect.plots import (
     plot_history,
     plot_interpolation,
     plot_probabilities,
+    plot_render,
     plot_top_patches,
 )
 from nettle.inspect.probes import layer_output
@@ -189,8 +190,12 @@ def test_top_patches_and_featurevis(tmp_path):
     model, x = _cnn(), _digits_like(40)
     result = top_patches(model, x, "4", channel=1, k=6)
     fig = plot_top_patches(result)
-    assert fig.get_suptitle() == "Patches of 4 channel 1, top 6 inputs"
+    assert fig.get_suptitle().startswith("Top 6 inputs of 4 channel 1 (title: example #")
     assert fig.axes[0].get_ylabel() == "input" and fig.axes[6].get_ylabel() == "patch"
+    result = top_patches(model, x, "4", channel=1, k=9)
+    fig = plot_top_patches(result)  # nine wrap as 5 + 4 in two input/patch row pairs
+    assert [ax.get_ylabel() for ax in fig.axes[::5]] == ["input", "patch"] * 2
+    assert sum(ax.axison for ax in fig.axes) == 18
     assert _titles(fig)[0] == f"#{result.indices[0]}: {result.values[0]:.3g}"
     assert len(fig.axes[0].patches) == 1  # the receptive field outlined
     _check_png(fig, tmp_path, "top_patches")
@@ -199,3 +204,9 @@ def test_top_patches_and_featurevis(tmp_path):
     assert fig.get_suptitle() == "Feature visualisation"
     assert _titles(fig)[0].startswith("channel(4:0)\n")
     _check_png(fig, tmp_path, "featurevis")
+    fig = plot_render(vis[1], reference=0.5, title="relu2 channel 1")
+    _, curve_ax = fig.axes
+    assert curve_ax.get_xlabel() == "optimisation step" and len(curve_ax.lines) == 2
+    assert list(curve_ax.lines[0].get_ydata()) == vis[1].curve
+    assert fig.get_suptitle() == "Feature visualisation: relu2 channel 1"
+    _check_png(fig, tmp_path, "featurevis_curve")

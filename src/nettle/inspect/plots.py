@@ -30,6 +30,7 @@ __all__ = [
     "plot_history",
     "plot_interpolation",
     "plot_probabilities",
+    "plot_render",
     "plot_top_patches",
 ]
 
@@ -246,22 +247,35 @@ def plot_probabilities(probs: Probabilities, bins: int = 20, title: str = "") ->
 
 
 def plot_top_patches(result: TopPatches, max_cols: int = 8) -> Figure:
-    """The top inputs with the receptive field outlined, and the patches cut from them."""
+    """The top inputs with the receptive field outlined, each above the patch cut from it.
+
+    Inputs are titled `#index: activation`; patches `height x width at (top, left)`. More than
+    `max_cols` inputs wrap onto further row pairs.
+    """
     n = len(result.indices)
-    cols = min(n, max_cols)
-    fig = Figure(figsize=(1.5 * cols + 0.4, 3.4), layout="constrained")
-    axes = fig.subplots(2, cols, squeeze=False)
-    for j in range(cols):
+    blocks = math.ceil(n / max_cols)
+    cols = math.ceil(n / blocks)  # balanced rows: 9 inputs as 5 + 4, not 8 + 1
+    fig = Figure(figsize=(1.5 * cols + 0.6, 3.0 * blocks + 0.5), layout="constrained")
+    axes = fig.subplots(2 * blocks, cols, squeeze=False)
+    for j in range(blocks * cols):
+        top, bottom = axes[2 * (j // cols)][j % cols], axes[2 * (j // cols) + 1][j % cols]
+        if j >= n:
+            top.set_axis_off()
+            bottom.set_axis_off()
+            continue
         img, r = result.images[j], result.rects[j]
-        _show(axes[0][j], img, f"#{result.indices[j]}: {result.values[j]:.3g}")
+        _show(top, img, f"#{result.indices[j]}: {result.values[j]:.3g}")
         box = Rectangle((r.left - 0.5, r.top - 0.5), r.width, r.height, fill=False, color="red")
         box.set(linewidth=2, clip_on=False)
-        axes[0][j].add_patch(box)
-        _show(axes[1][j], result.patches[j], f"{r.height}x{r.width} at ({r.top},{r.left})")
-    axes[0][0].set_ylabel("input")
-    axes[1][0].set_ylabel("patch")
-    shown = f"top {cols} of {n}" if cols < n else f"top {n}"
-    fig.suptitle(f"Patches of {result.layer} channel {result.channel}, {shown} inputs")
+        top.add_patch(box)
+        _show(bottom, result.patches[j], f"{r.height}x{r.width} at ({r.top},{r.left})")
+    for b in range(blocks):
+        axes[2 * b][0].set_ylabel("input")
+        axes[2 * b + 1][0].set_ylabel("patch")
+    fig.suptitle(
+        f"Top {n} inputs of {result.layer} channel {result.channel} "
+        "(title: example #: max activation; red: receptive field)"
+    )
     return fig
 
 
@@ -269,3 +283,24 @@ def plot_featurevis(results: Sequence[FeatureVis], max_cols: int = 6) -> Figure:
     """Rendered images titled with their objectives and final values."""
     titles = [f"{r.objective}\n{r.value:.2f}" for r in results]
     return _images([r.image for r in results], titles, "Feature visualisation", max_cols)
+
+
+def plot_render(vis: FeatureVis, reference: float | None = None, title: str = "") -> Figure:
+    """One feature visualisation beside its objective per optimisation step.
+
+    `reference` (say, the best data set example's value of the same objective) is drawn as a
+    dashed line to compare with.
+    """
+    fig = Figure(figsize=(8.0, 3.4), layout="constrained")
+    ax_img, ax_curve = fig.subplots(1, 2, width_ratios=[1, 1.6])
+    _show(ax_img, vis.image, f"final objective {vis.value:.3g}")
+    ax_curve.plot(range(1, len(vis.curve) + 1), vis.curve, color="tab:blue", label="objective")
+    if reference is not None:
+        label = f"best data example {reference:.3g}"
+        ax_curve.axhline(reference, color="tab:red", linestyle="--", label=label)
+    ax_curve.set_xlabel("optimisation step")
+    ax_curve.set_ylabel("objective (transformed image)")
+    ax_curve.grid(True, alpha=0.3)
+    ax_curve.legend(fontsize=8)
+    fig.suptitle(f"Feature visualisation: {title or vis.objective}")
+    return fig
