@@ -167,3 +167,34 @@ def test_transforms():
         sizes.append(out.shape[-1])
     assert sizes[:2] == [128 + 24, 128 + 24 - 8]  # pad 12, jitter 8
     assert all(tf(torch.rand(1, 1, 8, 8), gen).shape[-1] > 0 for tf in standard_transforms(8))
+
+
+def test_trained_simple_cnn_channel_beats_data_and_noise_and_is_seeded():
+    """A zoo simple-cnn trained two epochs on the digits: its most active stage-1 channels."""
+    from nettle.models import create_model
+    from nettle.train.data import create_dataset, get_dataset_info
+
+    info = get_dataset_info("digits")
+    torch.manual_seed(0)
+    model = create_model("simple-cnn", in_channels=1, mean=info.mean, std=info.std, width=8)
+    x, y = create_dataset("digits").tensors
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for idx in torch.randperm(2 * len(x)).remainder(len(x)).split(64):  # two epochs
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    layer = "net.stage1.1"  # BN after the second conv, 16 x 8 x 8 (before the ReLU, whose zero
+    # region would leave a grey start image without gradient)
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() > 0.85
+        data = model.net.stage1[:2](model.net.stem(model.normalize(x))).mean((2, 3))
+        noise_x = torch.rand(1000, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        noise = model.net.stage1[:2](model.net.stem(model.normalize(noise_x))).mean((2, 3))
+    for c in data.mean(0).argsort(descending=True)[:2].tolist():
+        vis = render(model, channel(layer, c), shape=(1, 8, 8), seed=1)  # 512 steps
+        assert vis.value > 2.0 * data[:, c].max(), c  # the best of 1,437 training digits
+        assert vis.value > 1.5 * noise[:, c].max(), c  # and of 1,000 uniform noise images
+        again = render(model, channel(layer, c), shape=(1, 8, 8), seed=1)
+        assert torch.equal(vis.image, again.image) and vis.curve == again.curve

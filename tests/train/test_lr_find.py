@@ -36,3 +36,39 @@ def test_range_test_restores_everything_and_suggests_a_working_lr(tmp_path):
     assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_xlabel() == "learning rate"
     fig.savefig(tmp_path / "lr.png")
     assert (tmp_path / "lr.png").stat().st_size > 1000
+
+
+def test_range_test_restores_a_used_optimiser_state_and_parameters():
+    data = create_dataset("digits")
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = data.tensors
+    for i in range(3):  # moments and step counts that the test must not disturb
+        loss = torch.nn.functional.cross_entropy(
+            model(x[64 * i : 64 * (i + 1)]), y[64 * i : 64 * (i + 1)]
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {id(p): {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
+    result = lr_find(model, opt, data, num_iter=30, end_lr=1.0)
+    assert len(result.lrs) >= 10 and opt.param_groups[0]["lr"] == 1e-3
+    assert all(torch.equal(params[k], v) for k, v in model.state_dict().items())
+    assert len(opt.state) == len(state)
+    for p, s in opt.state.items():
+        assert p in set(model.parameters())  # the state still belongs to the model's tensors
+        for k, v in s.items():
+            assert torch.equal(v, state[id(p)][k]), k
+    # the restored optimiser still trains the model
+    with torch.no_grad():
+        before = float(torch.nn.functional.cross_entropy(model(x[:256]), y[:256]))
+    for i in range(5):
+        loss = torch.nn.functional.cross_entropy(
+            model(x[64 * i : 64 * (i + 1)]), y[64 * i : 64 * (i + 1)]
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(torch.nn.functional.cross_entropy(model(x[:256]), y[:256])) < before
