@@ -133,11 +133,11 @@ def test_history(tmp_path):
 
 def test_accuracy_vs_eps(tmp_path):
     curves = {"FGSM": [(0.1, 0.6), (0.0, 0.95), (0.2, 0.3)], "PGD": {0.0: 0.95, 0.1: 0.4, 0.2: 0.1}}
-    fig = plot_accuracy_vs_eps(curves, clean=0.95)
+    fig = plot_accuracy_vs_eps(curves, clean=0.95, norm="Linf")
     (ax,) = fig.axes
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
-        "epsilon",
-        "accuracy",
+        "epsilon (Linf), pixels in [0, 1]",
+        "accuracy under attack (fraction)",
         "Accuracy vs epsilon",
     )
     assert list(ax.lines[0].get_xdata()) == [0.0, 0.1, 0.2]  # sorted by epsilon

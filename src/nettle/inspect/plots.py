@@ -174,11 +174,13 @@ def plot_history(records: Sequence[Mapping[str, Any]]) -> Figure:
 def plot_accuracy_vs_eps(
     curves: Mapping[str, Sequence[tuple[float, float]] | Mapping[float, float]],
     clean: float | None = None,
+    norm: str = "",
 ) -> Figure:
     """Robust accuracy against epsilon, one line per attack (accuracies in [0, 1]).
 
     `curves[attack]` is a list of `(eps, accuracy)` or a dict `{eps: accuracy}`, as in
-    `RobustnessResult.accuracy`.
+    `RobustnessResult.accuracy`; `norm` ("Linf", "L2") names the perturbation's norm on the
+    x axis. Epsilons are on the input scale (pixels in [0, 1]).
     """
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
@@ -187,8 +189,8 @@ def plot_accuracy_vs_eps(
         ax.plot([e for e, _ in pts], [a for _, a in pts], "-o", markersize=4, label=attack)
     if clean is not None:
         ax.axhline(clean, color="0.5", linestyle="--", label=f"clean {clean:.3f}")
-    ax.set_xlabel("epsilon")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel(f"epsilon{' (' + norm + ')' if norm else ''}, pixels in [0, 1]")
+    ax.set_ylabel("accuracy under attack (fraction)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Accuracy vs epsilon")
     ax.grid(True, alpha=0.3)

@@ -130,14 +130,20 @@ def plot_lr_find(result: LRFindResult) -> Figure:
     ax = fig.add_subplot()
     ax.plot(result.lrs, result.losses, color="0.75", label="loss")
     ax.plot(result.lrs, result.smoothed, color="tab:blue", label="smoothed loss")
-    marks = [
-        ("max_lr (min/10)", result.max_lr, "tab:red"),
-        ("steepest", result.steepest_lr, "tab:green"),
-        ("base_lr", result.base_lr, "tab:orange"),
+    marks = [  # distinct dashes, so lines that coincide stay visible
+        ("max_lr (min/10)", result.max_lr, "tab:red", (0, (6, 3)), 1.5),
+        ("steepest", result.steepest_lr, "tab:green", (0, (1, 2)), 2.5),
+        ("base_lr", result.base_lr, "tab:orange", (0, (4, 2, 1, 2)), 1.5),
     ]
-    for label, lr, colour in marks:
+    for label, lr, colour, dashes, width in marks:
         if math.isfinite(lr):
-            ax.axvline(lr, color=colour, linestyle="--", label=f"{label} {lr:.2g}")
+            ax.axvline(
+                lr, color=colour, linestyle=dashes, linewidth=width, label=f"{label} {lr:.2g}"
+            )
+    if math.isfinite(result.min_loss_lr):
+        i = result.lrs.index(result.min_loss_lr)
+        label = f"lowest smoothed loss at {result.min_loss_lr:.2g}"
+        ax.plot([result.min_loss_lr], [result.smoothed[i]], "o", color="tab:blue", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
