@@ -3,12 +3,9 @@
 The tracer learns the graph with `torch.fx` symbolic tracing, so residual adds, concatenations
 along channels and functional calls (`F.relu`, `F.max_pool2d`) are seen as they are. It walks
 the graph backwards from the chosen activation and keeps, per spatial dimension, the exact set
-of indices the activation depends on (the arithmetic of Araujo et al. 2019, "Computing receptive
-fields of convolutional neural networks", on sets instead of intervals): a convolution or pool
-with kernel k, stride s, padding p and dilation d maps output index o to the inputs
-`o*s - p + j*d` (j < k) inside the feature map; pointwise operations keep the sets; a node that
-feeds several branches gets their union. The rectangle is the bounding box of the final sets,
-so it is tight at every stage (no growth from padding or dilation holes).
+of indices the activation depends on, with the per-layer rules of `nettle.inspect.fields`; a
+node that feeds several branches gets their union. The rectangle is the bounding box of the
+final sets, so it is tight at every stage (no growth from padding or dilation holes).
 
 Known: ConvNd (zeros padding), Max/AvgPoolNd, zero/constant padding, BatchNorm (eval mode),
 activations, dropout, identity, nettle's Normalize/ReLog/Maxout, pointwise functions and
@@ -20,17 +17,26 @@ or a forward torch.fx cannot trace raises `UntraceableError` naming the layer. A
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nettle.inspect.activations import eval_mode, get_layers, model_device
+from nettle.inspect.fields import (
+    Rect,
+    Sets,
+    UntraceableError,
+    is_pool_function,
+    pointwise_function,
+    pointwise_method,
+    pool_function_back,
+    register_pointwise,
+    register_receptive_field,
+    rule_for,
+)
 
 __all__ = [
     "FieldTracer",
@@ -41,141 +47,6 @@ __all__ = [
     "register_pointwise",
     "register_receptive_field",
 ]
-
-Sets = list[set[int]]  # per spatial dimension, the indices an activation depends on
-Rule = Callable[[nn.Module, Sets, Sequence[int]], Sets]
-
-
-class UntraceableError(ValueError):
-    """A layer or operation whose receptive field the tracer cannot compute."""
-
-
-@dataclass(frozen=True)
-class Rect:
-    """An input rectangle, half-open like slices: rows `top:bottom`, columns `left:right`."""
-
-    top: int
-    left: int
-    bottom: int
-    right: int
-
-    @property
-    def height(self) -> int:
-        return self.bottom - self.top
-
-    @property
-    def width(self) -> int:
-        return self.right - self.left
-
-    def crop(self, image: torch.Tensor) -> torch.Tensor:
-        """The patch of `image` (..., H, W) inside the rectangle."""
-        return image[..., self.top : self.bottom, self.left : self.right]
-
-
-_RULES: dict[type, Rule] = {}
-
-
-def register_receptive_field(*types: type) -> Callable[[Rule], Rule]:
-    """Register `fn(module, out_sets, in_shape) -> in_sets` for modules of these types."""
-
-    def deco(fn: Rule) -> Rule:
-        for t in types:
-            _RULES[t] = fn
-        return fn
-
-    return deco
-
-
-def register_pointwise(*types: type) -> None:
-    """Declare modules that act on each spatial position separately (sets pass through)."""
-    register_receptive_field(*types)(lambda m, sets, shape: sets)
-
-
-def _rule_for(module: nn.Module) -> Rule | None:
-    for t in type(module).__mro__:
-        if t in _RULES:
-            return _RULES[t]
-    return None
-
-
-def _ntuple(v: Any, n: int) -> tuple[int, ...]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
-
-
-def window_back(
-    sets: Sets, in_shape: Sequence[int], kernel: Any, stride: Any, padding: Any, dilation: Any = 1
-) -> Sets:
-    """Input indices of a sliding window: output o reads `o*s - p + j*d`, j < k, in range."""
-    sizes = list(in_shape[2:])
-    n = len(sizes)
-    k, s, p, d = (_ntuple(v, n) for v in (kernel, stride, padding, dilation))
-    return [
-        {i for o in S for j in range(kj) if 0 <= (i := o * sj - pj + j * dj) < size}
-        for S, size, kj, sj, pj, dj in zip(sets, sizes, k, s, p, d)
-    ]
-
-
-@register_receptive_field(nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def _conv(m: nn.Module, sets: Sets, in_shape: Sequence[int]) -> Sets:
-    if m.padding_mode != "zeros":
-        raise UntraceableError(f"padding_mode {m.padding_mode!r} wraps or mirrors the input")
-    pad = m.padding
-    if isinstance(pad, str):  # 'valid' or 'same' (PyTorch puts the odd extra pad at the end)
-        pad = [0 if pad == "valid" else d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation)]
-    return window_back(sets, in_shape, m.kernel_size, m.stride, pad, m.dilation)
-
-
-@register_receptive_field(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-def _max_pool(m: nn.Module, sets: Sets, in_shape: Sequence[int]) -> Sets:
-    return window_back(sets, in_shape, m.kernel_size, m.stride, m.padding, m.dilation)
-
-
-@register_receptive_field(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-def _avg_pool(m: nn.Module, sets: Sets, in_shape: Sequence[int]) -> Sets:
-    return window_back(sets, in_shape, m.kernel_size, m.stride, m.padding)
-
-
-@register_receptive_field(nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d)
-def _pad(m: nn.Module, sets: Sets, in_shape: Sequence[int]) -> Sets:
-    before = list(m.padding[0::2])[::-1]  # padding lists the last dimension first
-    return window_back(sets, in_shape, 1, 1, before[-len(sets) :])
-
-
-register_pointwise(
-    *(getattr(nn, n) for n in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Identity")),
-    *(getattr(nn, n) for n in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")),
-    *(getattr(nn, n) for n in ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU")),
-    *(getattr(nn, n) for n in ("GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Hardtanh")),
-    *(getattr(nn, n) for n in ("Hardswish", "Hardsigmoid", "Softplus", "Softsign", "LogSigmoid")),
-)
-
-_POINTWISE_FUNCTIONS = {
-    *(getattr(operator, n) for n in ("add", "sub", "mul", "truediv", "neg", "pow", "iadd")),
-    *(getattr(torch, n) for n in ("add", "sub", "mul", "div", "neg", "abs", "exp", "sqrt")),
-    *(getattr(torch, n) for n in ("relu", "sigmoid", "tanh", "clamp", "maximum", "minimum")),
-    *(getattr(F, n) for n in ("relu", "relu6", "leaky_relu", "gelu", "silu", "elu", "selu")),
-    *(getattr(F, n) for n in ("hardtanh", "hardswish", "hardsigmoid", "sigmoid", "tanh")),
-    *(getattr(F, n) for n in ("softplus", "mish", "dropout", "dropout2d", "alpha_dropout")),
-}
-_POINTWISE_METHODS = {
-    *("relu", "relu_", "sigmoid", "tanh", "add", "add_", "sub", "mul", "mul_", "div", "neg"),
-    *("abs", "exp", "sqrt", "pow", "clamp", "clamp_", "contiguous", "clone", "float", "to"),
-    *("double", "half", "type_as", "detach"),
-}
-_POOL_FUNCTIONS = {
-    F.max_pool1d: True, F.max_pool2d: True, F.max_pool3d: True,
-    F.avg_pool1d: False, F.avg_pool2d: False, F.avg_pool3d: False,
-}  # fmt: skip
-
-
-def _pool_function_back(node: fx.Node, sets: Sets, in_shape: Sequence[int]) -> Sets:
-    names = ["input", "kernel_size", "stride", "padding"]
-    names += ["dilation"] if _POOL_FUNCTIONS[node.target] else []
-    a = {**dict(zip(names, node.args)), **node.kwargs}
-    stride = a.get("stride") or a["kernel_size"]
-    return window_back(
-        sets, in_shape, a["kernel_size"], stride, a.get("padding", 0), a.get("dilation", 1)
-    )
 
 
 class _Tracer(fx.Tracer):
@@ -188,7 +59,7 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return (
             qualname in self.leaves
-            or _rule_for(m) is not None
+            or rule_for(m) is not None
             or super().is_leaf_module(m, qualname)
         )
 
@@ -231,13 +102,13 @@ def _node_back(
         return [(args[0], _module_back(module, name, sets, _shape(args[0]), cache))]
     out_shape = _shape(node)
     target = node.target
-    if node.op == "call_function" and target in _POOL_FUNCTIONS:
-        return [(args[0], _pool_function_back(node, sets, _shape(args[0])))]
+    if node.op == "call_function" and is_pool_function(target):
+        return [(args[0], pool_function_back(node, sets, _shape(args[0])))]
     cat = node.op == "call_function" and target is torch.cat
     if cat and (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) in (1, -3):
         return [(a, [set(s) for s in sets]) for a in args]
-    pointwise = (node.op == "call_function" and target in _POINTWISE_FUNCTIONS) or (
-        node.op == "call_method" and target in _POINTWISE_METHODS
+    pointwise = (node.op == "call_function" and pointwise_function(target)) or (
+        node.op == "call_method" and pointwise_method(target)
     )
     if not pointwise:
         label = getattr(target, "__name__", str(target))
@@ -276,7 +147,7 @@ def _back_graph(gm: fx.GraphModule, prefix: str, start: fx.Node, sets: Sets, cac
 def _module_back(
     module: nn.Module, name: str, sets: Sets, in_shape: Sequence[int], cache: dict
 ) -> Sets:
-    rule = _rule_for(module)
+    rule = rule_for(module)
     if rule is not None:
         try:
             return rule(module, sets, in_shape)
@@ -396,13 +267,3 @@ def get_item(data: Any, i: int) -> torch.Tensor:
         return data.tensors[0][i]
     item = data[i]
     return item[0] if isinstance(item, (list, tuple)) else item
-
-
-def _register_nettle_modules() -> None:
-    from nettle.nn import logic, normalize
-
-    register_pointwise(normalize.Normalize, logic.ReLog, logic.ReLog1p)
-    register_pointwise(logic.Maxout, logic.MinMaxOut)  # over channels, per position
-
-
-_register_nettle_modules()
