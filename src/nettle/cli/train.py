@@ -1,9 +1,14 @@
-"""`nettle train CONFIG.yaml [-o RUN_DIR] [--set key=value ...] [--json]`."""
+"""`nettle train CONFIG.yaml [-o RUN_DIR] [--set key=value ...] [--json]`.
+
+Data-parallel on several devices or processes: `torchrun --nproc-per-node N -m nettle train ...`
+(the same arguments); rank 0 prints and writes the run dir, the other ranks print nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -21,7 +26,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train from CONFIG.yaml into a run dir. Rerunning the same command resumes an "
             "interrupted run exactly and reports a finished one. Exit status: 0 done, "
-            "2 bad input, 3 stopped on a NaN/Inf loss (a debug snapshot is saved)."
+            "2 bad input, 3 stopped on a NaN/Inf loss (a debug snapshot is saved). "
+            "Data-parallel training (DistributedDataParallel): launch the same command with "
+            "torchrun, e.g. `torchrun --nproc-per-node 2 -m nettle train CONFIG -o DIR` (or "
+            "`python -m torch.distributed.run ...`); one process per GPU (NCCL), or CPU "
+            "processes (Gloo) when train.device is cpu. data.batch_size is per process: the "
+            "global batch is batch_size x processes, so scale optim.lr with it (linear rule "
+            "for SGD). Each epoch drops the last (processes - 1) or fewer examples of its "
+            "shuffled order so the shards are equal; test metrics cover the whole test set; "
+            "rank 0 alone writes the run dir; rerunning the command resumes exactly."
         ),
     )
     p.add_argument("config", help="YAML config file")
@@ -73,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.out or default_run_dir(cfg)
+    quiet = os.environ.get("RANK", "0") != "0"  # torchrun: only rank 0 reports
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -81,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
         console=err,
-        disable=args.json,
+        disable=args.json or quiet,
         transient=True,
     ) as bar:
         task = bar.add_task(cfg.name, total=None, info="")
@@ -91,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(task, total=info["steps"], completed=info["step"])
             elif event == "step":
                 bar.update(task, completed=info["step"], info=f"loss {info['loss']:.3f}")
-            elif event == "epoch" and not args.json:
+            elif event == "epoch" and not (args.json or quiet):
                 bar.console.print(format_epoch(info), highlight=False, soft_wrap=True)
 
         try:
@@ -100,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             bar.stop()
             print(f"nettle train: stopped: {exc}", file=sys.stderr)
             return 3
+    if quiet:
+        return 0
     if args.json:
         print(json.dumps(summary | {"run_dir": str(run_dir)}, default=str))
         return 0

@@ -11,6 +11,10 @@ Layout of `runs/<name>/<run-id>/` (the run id is `config_hash(config)`):
 
 A run dir that holds the same config is resumed (or reported done); one that holds a different
 config, or files that are not a run's, is refused and left untouched.
+
+Under `torchrun` (`nettle.train.distributed`) every rank runs `run_experiment`: rank 0 prepares
+the run dir and writes `env.json`, `summary.json` and (in the trainer) the checkpoints and
+metrics; the other ranks wait for the run dir, then train on their shards and write nothing.
 """
 
 from __future__ import annotations
@@ -111,6 +115,8 @@ def _git_commit() -> str | None:
 
 
 def _environment(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
+    from nettle.train.distributed import world_size
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -120,6 +126,7 @@ def _environment(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
         "device": device,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "seed": cfg.train.seed,
+        "world_size": world_size(),
         "argv": sys.argv,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -186,22 +193,46 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train `cfg` in `run_dir` (default `runs/<name>/<id>`), resuming if it was interrupted.
 
+    Under `torchrun` every rank calls it (see the module docstring); the process group is
+    started here and torn down at the end.
+
     Returns:
         The run's summary (also written to `summary.json`).
     """
+    from nettle.train.distributed import distributed_session, launched
+
+    if launched() and (cfg.distill is not None or cfg.adversarial is not None):
+        raise ValueError(
+            "distill and adversarial runs are not supported under torchrun yet: "
+            "run them in one process"
+        )
+    with distributed_session(cfg.train.device):
+        return _run_experiment(cfg, run_dir, progress)
+
+
+def _run_experiment(
+    cfg: ExperimentConfig, run_dir: str | Path | None, progress: Progress | None
+) -> dict[str, Any]:
     from nettle.train.augment import build_augment
     from nettle.train.data import create_dataset
+    from nettle.train.distributed import barrier, is_main_process, rank
     from nettle.train.loop import Trainer, resolve_device
 
     with torch.device("meta"):  # names, options and shapes are checked before any file is written
         build_model(cfg)
     if cfg.distill and not Path(cfg.distill.teacher).exists():
         raise FileNotFoundError(f"distill.teacher: {cfg.distill.teacher} does not exist")
-    run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
+    main = is_main_process()
+    if main:  # rank 0 checks (and creates) the run dir before the others look at it
+        run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
+    barrier()
+    if not main:
+        run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
     if status == "done":
         return json.loads((run_dir / "summary.json").read_text())
     device = resolve_device(cfg.train.device)
-    _record_environment(run_dir / "env.json", _environment(cfg, str(device)))
+    if main:
+        _record_environment(run_dir / "env.json", _environment(cfg, str(device)))
     t0 = time.perf_counter()
     with default_dtype_guard(torch.float32):
         d = cfg.data
@@ -250,17 +281,20 @@ def run_experiment(
             progress=progress,
             num_workers=d.num_workers,
         )
+        if rank() > 0:  # own random streams (dropout...) once DDP has shared rank 0's weights
+            _seed_everything(cfg.train.seed + 7919 * rank())
         resumed = trainer.resume()
         setup = time.perf_counter() - t0
         try:
             summary = trainer.fit()
         except NonFiniteLossError as exc:
             summary = trainer.summary() | {"status": "nonfinite", "error": str(exc)}
-            _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
+            if main:
+                _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
             raise
         if cfg.bayes is not None:
             extras["bayes"] = _bayes_report(cfg, model, test, d.eval_batch_size)
-    return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
+    return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed, write=main)
 
 
 def _ctc_objective(cfg: ExperimentConfig) -> Any:
@@ -361,6 +395,7 @@ def _write_summary(
     cfg: ExperimentConfig,
     setup: float,
     resumed: bool,
+    write: bool = True,
 ) -> dict[str, Any]:
     summary = {
         "name": cfg.name,
@@ -370,7 +405,8 @@ def _write_summary(
         "setup_time": setup,
         "resumed": resumed,
     }
-    _atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    if write:
+        _atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -4,15 +4,16 @@ One step: `data` (next batch, augmentation on the device) -> the objective (`for
 whatever phases it adds, e.g. `attack` or `teacher`) -> `backward` -> `update` (clipping, the
 optional gradient guard, optimiser and per-iteration scheduler step). Each phase is timed with
 `PhaseTimer` (device-synchronised on CUDA); each epoch record holds the phase totals, their
-shares and the per-step medians, and goes to `metrics.jsonl`, TensorBoard (`tb/`) and the
-`progress` callback. The library never prints.
+shares and the per-step medians, and goes to `metrics.jsonl` and TensorBoard (`tb/`) through
+`metrics.py`, and to the `progress` callback. The library never prints.
 
 The order of examples comes from a permutation seeded by (seed, epoch) (`sampler.py`), so a run
 resumed from a checkpoint taken in the middle of an epoch continues at the exact batch, with the
 exact random states: its final weights equal those of an uninterrupted run, bit for bit on the
-CPU. With `train.deterministic` deterministic kernels are requested (warning where an op has
-none; on CUDA `CUBLAS_WORKSPACE_CONFIG` is set unless already set); bit-exactness is tested on
-the CPU only.
+CPU. Under `torchrun` each rank trains on its shard of the same order, the model wrapped in
+DistributedDataParallel; rank 0 alone writes files (`distributed.py`). `train.deterministic`
+requests deterministic kernels (warning where an op has none; on CUDA `CUBLAS_WORKSPACE_CONFIG`
+is set unless already set); bit-exactness is tested on the CPU only.
 
 Extension points (later kinds of runs plug in here, not by editing the loop):
 - `objective(model, x, y, timer) -> LossOutput` (`objectives.py`), with optional attributes:
@@ -30,7 +31,6 @@ Extension points (later kinds of runs plug in here, not by editing the loop):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -43,9 +43,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from nettle.config import OptimConfig, TrainConfig
+from nettle.config import TrainConfig
 from nettle.measure.timing import PhaseTimer
 from nettle.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from nettle.train.distributed import (
+    all_gather_objects,
+    broadcast_buffers,
+    rank,
+    reduce_sums,
+    resolve_device,
+    world_size,
+    wrap_model,
+)
 from nettle.train.guards import (
     NonFiniteLossError,
     check_finite,
@@ -53,7 +62,9 @@ from nettle.train.guards import (
     grad_norm,
     save_nonfinite_snapshot,
 )
-from nettle.train.objectives import ClassificationMetric, CrossEntropy, EvalMetric, Objective
+from nettle.train.metrics import MetricsWriter, evaluate, flatten_phases
+from nettle.train.objectives import CrossEntropy, Objective
+from nettle.train.optim import build_optimizer
 from nettle.train.sampler import device_tensors, epoch_order, iterate_batches
 from nettle.train.schedules import create_scheduler, schedule_factor
 
@@ -61,60 +72,6 @@ __all__ = ["Trainer", "build_optimizer", "evaluate", "resolve_device"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, Any]], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """`"auto"` is CUDA when available, else CPU; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW with `cfg.weight_decay` as the default decay."""
-    if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-        )
-    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: Dataset,
-    batch_size: int = 256,
-    device: torch.device | None = None,
-    metric: EvalMetric | None = None,
-) -> dict[str, float]:
-    """`metric` of `model` on `data` (eval mode, restored after); default `ClassificationMetric`
-    (mean cross-entropy and accuracy)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    metric = metric if metric is not None else ClassificationMetric()
-    metric.reset()
-    try:
-        for x, y in iterate_batches(data, torch.arange(len(data)), batch_size, device):
-            metric.update(model(x), y)
-    finally:
-        model.train(was_training)
-    return metric.compute()
-
-
-def _flatten_phases(record: dict[str, Any]) -> dict[str, Any]:
-    """An epoch record for `metrics.jsonl`: `phase_<name>` seconds, `_share`, `_median`."""
-    flat = {k: v for k, v in record.items() if k not in ("phases", "phase_shares", "phase_medians")}
-    for name, secs in record["phases"].items():
-        flat[f"phase_{name}"] = secs
-        flat[f"phase_{name}_share"] = record["phase_shares"][name]
-        flat[f"phase_{name}_median"] = record["phase_medians"][name]
-    return flat
 
 
 class Trainer:
@@ -132,6 +89,12 @@ class Trainer:
         param_groups: optimiser parameter groups (default: all parameters, one group).
         config_record: the resolved config, stored in checkpoints.
         progress: callback `(event, info)` for "start", "step" and "epoch" events.
+        num_workers: DataLoader worker processes (data sets without `.tensors`).
+        sync_batchnorm: in a distributed run, convert BatchNorm layers to `SyncBatchNorm`
+            (default: per-rank batch statistics, as plain DDP).
+
+    In a distributed run (a process group started by `distributed.init_distributed`)
+    `batch_size` is per rank: the global batch is `batch_size * world_size()`.
     """
 
     def __init__(
@@ -150,9 +113,15 @@ class Trainer:
         config_record: dict[str, Any] | None = None,
         progress: Progress | None = None,
         num_workers: int = 0,
+        sync_batchnorm: bool = False,
     ) -> None:
         self.cfg, self.device = cfg, resolve_device(cfg.device)
+        self.rank, self.world = rank(), world_size()
         self.model = model.to(self.device)
+        self.net = self.model  # what the objective calls: the model, or its DDP wrapper
+        if self.world > 1:
+            self.net = wrap_model(self.model, self.device, sync_batchnorm)
+            self.model = self.net.module
         self.train_data, self.test_data = train_data, test_data
         self.batch_size, self.eval_batch_size, self.num_workers = (
             batch_size,
@@ -161,7 +130,8 @@ class Trainer:
         )
         self.objective = objective or CrossEntropy(cfg.label_smoothing)
         self.optimizer = build_optimizer(param_groups or self.model.parameters(), cfg.optim)
-        self.batches_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
+        self.shard_size = len(train_data) // self.world  # the epoch's examples on this rank
+        self.batches_per_epoch = max(1, math.ceil(self.shard_size / batch_size))
         self.replays = int(getattr(self.objective, "replays", 1))  # "free" training
         self.total_steps = cfg.epochs * self.batches_per_epoch * self.replays
         self.scheduler = create_scheduler(
@@ -171,7 +141,7 @@ class Trainer:
         self.augment = augment
         self.aug_gen = torch.Generator(device=self.device) if augment is not None else None
         if self.aug_gen is not None:
-            self.aug_gen.manual_seed(cfg.seed + 1)
+            self.aug_gen.manual_seed(cfg.seed + 1 + 7919 * self.rank)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config_record = config_record or {}
         self.progress = progress or (lambda event, info: None)
@@ -180,7 +150,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "batch": 0, "best_acc": None}
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-        self._tb = None
+        self.metrics = MetricsWriter(self.run_dir, cfg.tensorboard, enabled=self.rank == 0)
         self._tensors: tuple[torch.Tensor, ...] | None = None  # in-memory data, on the device
         after = getattr(self.objective, "after_step", None)
         self._after_step = after if callable(after) else None
@@ -202,8 +172,12 @@ class Trainer:
         return self.run_dir / "checkpoints" if self.run_dir is not None else None
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly from here."""
+        """Everything needed to continue exactly from here (in a distributed run every rank
+        must call it: it gathers the random states of all ranks into `rng_ranks`)."""
         extra = getattr(self.objective, "extra_state", None)
+        ranks = {}
+        if self.world > 1:
+            ranks["rng_ranks"] = all_gather_objects(capture_rng(self.aug_gen))
         return {
             "format": 1,
             "model": self.model.state_dict(),
@@ -215,6 +189,7 @@ class Trainer:
             "history": list(self.history),
             "objective": extra() if callable(extra) else {},
             "config": self.config_record,
+            **ranks,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -230,12 +205,16 @@ class Trainer:
         load_extra = getattr(self.objective, "load_extra_state", None)
         if callable(load_extra):
             load_extra(ckpt.get("objective", {}))
-        restore_rng(ckpt["rng"], self.aug_gen)
+        rngs = ckpt.get("rng_ranks")
+        mine = rngs[self.rank] if rngs and len(rngs) == self.world else ckpt["rng"]
+        restore_rng(mine, self.aug_gen)
 
     def save(self, name: str = "last.pt") -> Path | None:
+        """Write `checkpoints/<name>` (rank 0 only; every rank must call it)."""
         if self.checkpoint_dir is None:
             return None
-        return save_checkpoint(self.state_dict(), self.checkpoint_dir / name)
+        state = self.state_dict()
+        return save_checkpoint(state, self.checkpoint_dir / name) if self.rank == 0 else None
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load `path` (default `checkpoints/last.pt` if present); whether anything was loaded."""
@@ -247,41 +226,8 @@ class Trainer:
         if path is None or not path.is_file():
             return False
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
-        self._truncate_metrics()
+        self.metrics.truncate(self.state["step"])
         return True
-
-    # --- metrics --------------------------------------------------------------------------
-
-    def _write_metric(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-
-    def _truncate_metrics(self) -> None:
-        """Drop metric lines written after the checkpoint we resume from (no duplicates)."""
-        path = self.run_dir / "metrics.jsonl" if self.run_dir else None
-        if path is None or not path.is_file():
-            return
-        keep = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= self.state["step"]
-        ]
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(path)
-
-    def _open_tensorboard(self) -> None:
-        if self.run_dir is None or not self.cfg.tensorboard:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state["step"] or None)
 
     # --- training -------------------------------------------------------------------------
 
@@ -291,7 +237,7 @@ class Trainer:
         if self.cfg.deterministic and self.device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.use_deterministic_algorithms(self.cfg.deterministic, warn_only=True)
-        self._open_tensorboard()
+        self.metrics.open(self.state["step"])
         self.progress(
             "start",
             {
@@ -306,9 +252,7 @@ class Trainer:
                 self._train_epoch(self.state["epoch"])
         finally:
             torch.use_deterministic_algorithms(previous)
-            if self._tb is not None:
-                self._tb.close()
-                self._tb = None
+            self.metrics.close()
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
@@ -339,6 +283,8 @@ class Trainer:
         if self._tensors is None:
             self._tensors = device_tensors(self.train_data, self.device)
         order = epoch_order(len(self.train_data), self.cfg.seed, epoch)
+        if self.world > 1:  # equal shards of the same order: rank r takes r, r + world, ...
+            order = order[: self.shard_size * self.world][self.rank :: self.world]
         order = order[self.state["batch"] * self.batch_size :]
         batches = iterate_batches(
             self.train_data,
@@ -349,7 +295,7 @@ class Trainer:
             num_workers=self.num_workers,
         )
         t0 = time.perf_counter()
-        self.model.train()
+        self.net.train()
         for _ in range(math.ceil(len(order) / self.batch_size)):
             with self.timer.phase("data"):
                 x, y = next(batches)
@@ -361,7 +307,7 @@ class Trainer:
         self._end_epoch(epoch)
 
     def _step(self, epoch: int, x: torch.Tensor, y: torch.Tensor, last_replay: bool = True) -> None:
-        out = self.objective(self.model, x, y, self.timer)
+        out = self.objective(self.net, x, y, self.timer)
         loss = float(out.loss.detach())  # the step's one device sync (on CUDA)
         if self.cfg.nan_guard and not check_finite(loss):
             self._nonfinite(x, y, "loss", loss)
@@ -392,11 +338,14 @@ class Trainer:
         step = self.state["step"]
         lr = self.optimizer.param_groups[0]["lr"]
         if step % self.cfg.log_every == 0:
-            parts = {k: float(v) for k, v in out.parts.items()}
-            self._write_metric(
-                {"kind": "step", "step": step, "epoch": epoch + 1, "loss": loss, "lr": lr, **parts}
+            parts = {"loss": loss, **{k: float(v) for k, v in out.parts.items()}}
+            if self.world > 1:  # the mean over the global batch (equal per-rank batches)
+                parts = {k: v / self.world for k, v in reduce_sums(parts, self.device).items()}
+            self.metrics.write(
+                {"kind": "step", "step": step, "epoch": epoch + 1, "lr": lr, **parts}
             )
-        if step in self.snapshot_steps and self.checkpoint_dir is not None and last_replay:
+        snapshot = step in self.snapshot_steps and last_replay and self.rank == 0
+        if snapshot and self.checkpoint_dir is not None:
             save_checkpoint(
                 {
                     "model": self.model.state_dict(),
@@ -412,6 +361,9 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> None:
         r = self._running
+        if self.world > 1:
+            sums = reduce_sums({k: r[k] for k in ("loss", "correct", "seen")}, self.device)
+            r = {**r, **sums}
         record: dict[str, Any] = {
             "kind": "epoch",
             "epoch": epoch + 1,
@@ -430,21 +382,20 @@ class Trainer:
             t0 = time.perf_counter()
             make = getattr(self.objective, "eval_metric", None)  # e.g. CTC: acc and cer
             metric = make() if callable(make) else None
-            ev = evaluate(self.model, self.test_data, self.eval_batch_size, self.device, metric)
+            broadcast_buffers(self.model)  # rank 0's BatchNorm statistics, as checkpointed
+            ev = evaluate(
+                self.model, self.test_data, self.eval_batch_size, self.device, metric, True
+            )
             record.update({f"test_{k}": v for k, v in ev.items()})
             record["eval_time"] = time.perf_counter() - t0
         for name, secs in self.timer.totals().items():
             self.phase_totals[name] = self.phase_totals.get(name, 0.0) + secs
         self.history.append(record)
-        self._write_metric(_flatten_phases(record))
+        self.metrics.write(flatten_phases(record))
         self.state.update(epoch=epoch + 1, batch=0)
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-        acc = record.get("test_acc")
-        if (
-            acc is not None
-            and self.cfg.keep_best
-            and (self.state["best_acc"] is None or acc > self.state["best_acc"])
-        ):
+        acc, best = record.get("test_acc"), self.state["best_acc"]
+        if acc is not None and self.cfg.keep_best and (best is None or acc > best):
             self.state["best_acc"] = acc
             self.save("best.pt")
         if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch + 1 == self.cfg.epochs:
@@ -455,17 +406,10 @@ class Trainer:
         """Save a debug snapshot (when writing a run dir) and stop with `NonFiniteLossError`."""
         step, snapshot = self.state["step"], None
         if self.checkpoint_dir is not None:
-            path = self.checkpoint_dir / f"nonfinite-step{step}.pt"
-            save_nonfinite_snapshot(
-                path,
-                self.model,
-                self.optimizer,
-                x,
-                y,
-                step,
-                **{what: value},
-                config=self.config_record,
-            )
+            suffix = f"-rank{self.rank}" if self.world > 1 else ""  # the rank that saw it
+            path = self.checkpoint_dir / f"nonfinite-step{step}{suffix}.pt"
+            model, opt, cfg = self.model, self.optimizer, self.config_record
+            save_nonfinite_snapshot(path, model, opt, x, y, step, **{what: value}, config=cfg)
             snapshot = str(path)
         what = what.replace("_", " ")
         raise NonFiniteLossError(
