@@ -198,3 +198,34 @@ def test_trained_simple_cnn_channel_beats_data_and_noise_and_is_seeded():
         assert vis.value > 1.5 * noise[:, c].max(), c  # and of 1,000 uniform noise images
         again = render(model, channel(layer, c), shape=(1, 8, 8), seed=1)
         assert torch.equal(vis.image, again.image) and vis.curve == again.curve
+
+
+def test_redirected_relu_starts_a_channel_that_is_off_for_the_grey_start():
+    from nettle.inspect.redirect import redirected_relu
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(128, 3),
+    )
+    with torch.no_grad():  # channel 1 of the last ReLU is off everywhere for a grey image
+        assert model[:4](torch.full((1, 1, 8, 8), 0.5))[0, 1].max() < 0
+    stuck = render(model, channel("4", 1), shape=(1, 8, 8), steps=200, redirect_relu=False)
+    assert stuck.value == 0 and max(stuck.curve) == 0
+    vis = render(model, channel("4", 1), shape=(1, 8, 8), steps=200)
+    assert vis.value > 0.01 and vis.curve[-1] > 0
+    # same outputs; the ordinary gradient wherever it flows; everything restored after
+    x = torch.randn(4, 1, 8, 8, requires_grad=True)
+    (g_plain,) = torch.autograd.grad(model(x).sum(), x)
+    with redirected_relu(model):
+        assert not model[1].inplace
+        y = model(x)
+        (g_redirected,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(y, model(x))
+    torch.testing.assert_close(g_redirected, g_plain)
+    assert model[1].inplace and not any(m._forward_hooks for m in model.modules())

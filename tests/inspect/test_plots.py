@@ -204,9 +204,9 @@ def test_top_patches_and_featurevis(tmp_path):
     assert fig.get_suptitle() == "Feature visualisation"
     assert _titles(fig)[0].startswith("channel(4:0)\n")
     _check_png(fig, tmp_path, "featurevis")
-    fig = plot_render(vis[1], reference=0.5, title="relu2 channel 1")
+    fig = plot_render(vis[2], reference=0.5, title="relu2 channel 2")
     _, curve_ax = fig.axes
     assert curve_ax.get_xlabel() == "optimisation step" and len(curve_ax.lines) == 2
-    assert list(curve_ax.lines[0].get_ydata()) == vis[1].curve
-    assert fig.get_suptitle() == "Feature visualisation: relu2 channel 1"
+    assert list(curve_ax.lines[0].get_ydata()) == vis[2].curve
+    assert fig.get_suptitle() == "Feature visualisation: relu2 channel 2"
     _check_png(fig, tmp_path, "featurevis_curve")

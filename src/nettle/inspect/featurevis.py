@@ -6,8 +6,9 @@ passed through random transforms (Lucid's `standard_transforms`: pad 12 with 0.5
 scale 0.90-1.10, rotate -10..10 degrees with extra weight on 0, jitter 4; pixel amounts scaled
 to the image size relative to Lucid's 128), resized back to the rendered size when a transform
 changed it, and optimised with Adam (lr 0.05, 512 steps) to maximise an objective on the
-model's activations. Objectives (`neuron`, `channel`, `direction`, `deepdream`) combine with
-`+`, `-` and scalar `*`.
+model's activations, with Lucid's redirected ReLU gradient (`nettle.inspect.redirect`) so that
+units off for the start image still rise. Objectives (`neuron`, `channel`, `direction`,
+`deepdream`) combine with `+`, `-` and scalar `*`.
 
 The model is put in eval mode (restored after), hooks are removed after, and gradients are
 taken with `torch.autograd.grad` with respect to the image parameters only, so the model's
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nettle.inspect.activations import eval_mode, model_device, record_layers, run_recorded
+from nettle.inspect.redirect import redirected_relu
 
 __all__ = [
     "COLOR_CORRELATION_SVD_SQRT",
@@ -269,8 +272,12 @@ def render(
     param: str = "fourier",
     transforms: Sequence[Transform] | None = None,
     decorrelate: bool = True,
+    redirect_relu: bool = True,
 ) -> FeatureVis:
     """Optimise an image to maximise `objective` (Adam); `transforms=None`: the standard ones.
+
+    `redirect_relu` lets gradient through `nn.ReLU`s that are off for the image (as Lucid
+    does; see `nettle.inspect.redirect`), so a ReLU channel dark for a grey start still rises.
 
     `curve` holds the objective on the transformed image at each step and `value` the
     objective on the final image without transforms.
@@ -285,7 +292,11 @@ def render(
     tfs = standard_transforms(max(h, w)) if transforms is None else list(transforms)
     opt = torch.optim.Adam(params, lr=lr)
     curve: list[float] = []
-    with eval_mode(model), record_layers(model, objective.layers, detach=False) as rec:
+    with (
+        eval_mode(model),
+        redirected_relu(model) if redirect_relu else nullcontext(),  # before the recording hooks
+        record_layers(model, objective.layers, detach=False) as rec,
+    ):
         for _ in range(steps):
             t = image_fn()
             for tf in tfs:
