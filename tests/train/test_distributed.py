@@ -219,3 +219,17 @@ def test_sigkill_of_the_process_group_then_rerun_equals_an_uninterrupted_run(tmp
     assert [r["loss"] for r in records if r["kind"] == "step"] == [
         r["loss"] for r in ref if r["kind"] == "step"
     ]
+
+
+@pytest.mark.slow
+def test_a_refused_run_dir_stops_every_rank_with_the_same_one_line_error(tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("not a run")
+    proc = _torchrun_train(_config(tmp_path), out)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    lines = [s for s in err.decode().splitlines() if s.startswith("nettle train: error:")]
+    assert len(lines) == 2 and "holds no config.yaml" in lines[0] and lines[0] == lines[1]
+    assert "[rank1]: Traceback" not in err.decode()
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -215,17 +215,24 @@ def _run_experiment(
 ) -> dict[str, Any]:
     from nettle.train.augment import build_augment
     from nettle.train.data import create_dataset
-    from nettle.train.distributed import barrier, is_main_process, rank
+    from nettle.train.distributed import all_gather_objects, is_main_process, rank
     from nettle.train.loop import Trainer, resolve_device
 
     with torch.device("meta"):  # names, options and shapes are checked before any file is written
         build_model(cfg)
     if cfg.distill and not Path(cfg.distill.teacher).exists():
         raise FileNotFoundError(f"distill.teacher: {cfg.distill.teacher} does not exist")
-    main = is_main_process()
+    main, refused = is_main_process(), None
     if main:  # rank 0 checks (and creates) the run dir before the others look at it
-        run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
-    barrier()
+        try:
+            run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
+        except ConfigError as exc:
+            refused = exc
+    refusal = all_gather_objects(str(refused) if refused else None)[0]
+    if refused is not None:
+        raise refused
+    if refusal is not None:  # the other ranks stop with rank 0's error
+        raise ConfigError(refusal)
     if not main:
         run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
     if status == "done":

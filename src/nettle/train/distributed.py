@@ -23,11 +23,17 @@ What the trainer does with several processes (see `loop.py`):
   metric sums of every rank, so the test metrics are those of the whole test set.
 - rank 0 alone writes checkpoints, `metrics.jsonl`, TensorBoard, `env.json`, `summary.json`;
   a checkpoint holds the random states of every rank; every rank resumes from rank 0's file.
+- step records hold the loss averaged over the ranks; a NaN/Inf loss stops the rank that sees
+  it (snapshot `nonfinite-step<N>-rank<r>.pt`) and `torchrun` then stops the others.
+- `run_experiment` refuses distill and adversarial runs under `torchrun`: their objectives
+  hook named submodules or take input gradients, which the DDP wrapper does not carry.
 - each worker asks Linux to SIGKILL it when its `torchrun` parent dies (`PR_SET_PDEATHSIG`):
   `torchrun` starts its workers in sessions of their own, so killing the launcher's process
   group (as a scheduler does) would otherwise leave them running, holding their devices.
-- BatchNorm keeps per-rank batch statistics (plain DDP; `Trainer(sync_batchnorm=True)`
-  converts to `SyncBatchNorm`); rank 0's running statistics are broadcast before evaluation.
+- BatchNorm keeps per-rank batch statistics (plain DDP: DDP broadcasts rank 0's buffers at
+  each forward); rank 0's running statistics are broadcast again before each evaluation, so
+  every rank evaluates the weights that rank 0 checkpoints. (No SyncBatchNorm option yet: torch's
+  SyncBatchNorm needs GPUs.)
 """
 
 from __future__ import annotations
@@ -164,16 +170,14 @@ def distributed_session(device: str = "auto") -> Iterator[torch.device | None]:
         shutdown()
 
 
-def wrap_model(model: nn.Module, device: torch.device, sync_batchnorm: bool = False) -> nn.Module:
-    """`model` in DistributedDataParallel (after an optional SyncBatchNorm conversion).
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` in DistributedDataParallel (its `.module` is `model`).
 
     The wrapper shares the parameters of `model`; DDP broadcasts rank 0's parameters and
     buffers when it wraps, so every rank starts from the same weights.
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    if sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 

@@ -90,11 +90,10 @@ class Trainer:
         config_record: the resolved config, stored in checkpoints.
         progress: callback `(event, info)` for "start", "step" and "epoch" events.
         num_workers: DataLoader worker processes (data sets without `.tensors`).
-        sync_batchnorm: in a distributed run, convert BatchNorm layers to `SyncBatchNorm`
-            (default: per-rank batch statistics, as plain DDP).
 
     In a distributed run (a process group started by `distributed.init_distributed`)
-    `batch_size` is per rank: the global batch is `batch_size * world_size()`.
+    `batch_size` is per rank: the global batch is `batch_size * world_size()`; BatchNorm
+    layers use per-rank batch statistics (plain DDP).
     """
 
     def __init__(
@@ -113,14 +112,13 @@ class Trainer:
         config_record: dict[str, Any] | None = None,
         progress: Progress | None = None,
         num_workers: int = 0,
-        sync_batchnorm: bool = False,
     ) -> None:
         self.cfg, self.device = cfg, resolve_device(cfg.device)
         self.rank, self.world = rank(), world_size()
         self.model = model.to(self.device)
         self.net = self.model  # what the objective calls: the model, or its DDP wrapper
         if self.world > 1:
-            self.net = wrap_model(self.model, self.device, sync_batchnorm)
+            self.net = wrap_model(self.model, self.device)
             self.model = self.net.module
         self.train_data, self.test_data = train_data, test_data
         self.batch_size, self.eval_batch_size, self.num_workers = (
