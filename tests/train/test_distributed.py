@@ -233,3 +233,22 @@ def test_a_refused_run_dir_stops_every_rank_with_the_same_one_line_error(tmp_pat
     assert len(lines) == 2 and "holds no config.yaml" in lines[0] and lines[0] == lines[1]
     assert "[rank1]: Traceback" not in err.decode()
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_free_adversarial_training_runs_on_two_ranks(tmp_path):
+    cfg = _config(tmp_path)
+    out = tmp_path / "free"
+    sets = ["adversarial.mode=free", "adversarial.eps=0.1", "adversarial.replays=2"]
+    sets.append("train.epochs=1")
+    proc = subprocess.Popen(
+        [*_launcher(2), "-m", "nettle", "train", str(cfg), "-o", str(out), "--json"]
+        + [arg for s in sets for arg in ("--set", s)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _finish(proc)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["steps"] == 45 * 2
+    assert summary["phases"]["attack"] > 0

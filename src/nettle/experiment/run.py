@@ -201,10 +201,10 @@ def run_experiment(
     """
     from nettle.train.distributed import distributed_session, launched
 
-    if launched() and (cfg.distill is not None or cfg.adversarial is not None):
+    if launched() and cfg.distill is not None:
         raise ValueError(
-            "distill and adversarial runs are not supported under torchrun yet: "
-            "run them in one process"
+            "distill runs are not supported under torchrun yet (the student's attention "
+            "points are hooked by name): run them in one process"
         )
     with distributed_session(cfg.train.device):
         return _run_experiment(cfg, run_dir, progress)

@@ -25,8 +25,9 @@ What the trainer does with several processes (see `loop.py`):
   a checkpoint holds the random states of every rank; every rank resumes from rank 0's file.
 - step records hold the loss averaged over the ranks; a NaN/Inf loss stops the rank that sees
   it (snapshot `nonfinite-step<N>-rank<r>.pt`) and `torchrun` then stops the others.
-- `run_experiment` refuses distill and adversarial runs under `torchrun`: their objectives
-  hook named submodules or take input gradients, which the DDP wrapper does not carry.
+- objectives receive the DDP wrapper (adversarial attacks run through it); `run_experiment`
+  refuses distill runs under `torchrun`: their attention points are hooked by submodule name,
+  which the wrapper prefixes with `module.`.
 - each worker asks Linux to SIGKILL it when its `torchrun` parent dies (`PR_SET_PDEATHSIG`):
   `torchrun` starts its workers in sessions of their own, so killing the launcher's process
   group (as a scheduler does) would otherwise leave them running, holding their devices.
