@@ -51,7 +51,14 @@ from nettle.experiment.spec import PlannedRun, SweepPlan, plan_sweep
 from nettle.experiment.store import Store
 from nettle.experiment.worker import Outcome, Slot
 
-__all__ = ["SweepResult", "default_command", "run_dir_of", "run_sweep"]
+__all__ = [
+    "SweepResult",
+    "code_version",
+    "default_command",
+    "run_dir_of",
+    "run_sweep",
+    "write_config",
+]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, Any]], None]
@@ -106,7 +113,7 @@ def run_dir_of(root: str | Path, sweep: str, run_id: str) -> Path:
     return Path(root) / sweep / run_id
 
 
-def _code_version() -> str | None:
+def code_version() -> str | None:
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
@@ -121,7 +128,7 @@ def _code_version() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _write_config(run: PlannedRun, run_dir: Path) -> Path:
+def write_config(run: PlannedRun, run_dir: Path) -> Path:
     """The run's resolved config.yaml, written (atomically) only if absent."""
     path = run_dir / "config.yaml"
     if not path.exists():
@@ -149,7 +156,7 @@ class _Scheduler:
         self.stop_signal: int | None = None
         self.force = False
         self.owner, self.host = worker.process_token(), socket.gethostname()
-        self.code_version = _code_version()
+        self.code_version = code_version()
 
     def on_signal(self, signum: int, frame: Any) -> None:
         self.force = self.stop_signal is not None
@@ -246,7 +253,7 @@ class _Scheduler:
     def launch(self, run: PlannedRun) -> None:
         """Claim the run in the store and start its job on a free slot."""
         run_dir = self.run_dirs[run.id]
-        config = _write_config(run, run_dir)
+        config = write_config(run, run_dir)
         if not self.store.claim(run.id, self.owner, self.code_version):
             self.result.busy.append(run.id)
             self.emit("busy", {"id": run.id, "name": run.name, "host": None})
