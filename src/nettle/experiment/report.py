@@ -3,9 +3,12 @@ robustness curves and learning curves, as a static HTML page and a Markdown rese
 
 Input is plain data, one record per run (a dict): `name`, and any of `params`, `macs`,
 `test_acc` (0..1), `robustness` (`{attack: {eps: accuracy}}`), `history` (epoch records with
-`epoch`, `train_loss`, `test_acc`, ...), `conv`, `config` and `run_dir`. The HTML page is
-self-contained (plots embedded as PNG data, a few lines of script to sort the table), so it
-opens offline from any folder.
+`epoch`, `train_loss`, `test_acc`, ...), `conv`, `config` and `run_dir`. Runs that did not
+finish are listed apart (`unfinished`: `name`, `status`, `reason`) and never plotted. Extra
+`Section`s add paragraphs, a table and images (e.g. an inspection of a model) to both pages.
+The HTML page is self-contained (plots and images embedded as PNG data, a few lines of script
+to sort the table), so it opens offline from any folder. `report_from_store`
+(`nettle.experiment.store_report`) builds the records from the run store.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import base64
 import datetime as _dt
 import html
 import io
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "ReportFiles",
+    "Section",
     "pareto_front",
     "plot_learning_curves",
     "plot_robustness",
@@ -138,6 +143,22 @@ class ReportFiles:
     html: Path
     markdown: Path
     plots: dict[str, Path] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    """An extra part of a report: a title, paragraphs, a table, images with a caption.
+
+    `table` is (header cells, rows of cells); `images` maps a label to a PNG file (embedded in
+    the HTML page, linked relative to the report folder in the Markdown entry).
+    """
+
+    title: str
+    text: Sequence[str] = ()
+    table: tuple[Sequence[str], Sequence[Sequence[str]]] | None = None
+    images: Mapping[str, Path] = field(default_factory=dict)
+    caption: str = ""
 
 
 _COLUMNS = [
@@ -207,8 +228,23 @@ def write_report(
     title: str = "nettle report",
     commands: Sequence[str] = (),
     notes: Sequence[str] = (),
+    *,
+    about: Sequence[str] = (),
+    unfinished: Sequence[dict[str, Any]] = (),
+    sections: Sequence[Section] = (),
 ) -> ReportFiles:
-    """Write `report.html`, `report.md` and the plots (PNG) into `out_dir`."""
+    """Write `report.html`, `report.md` and the plots (PNG) into `out_dir`.
+
+    Args:
+        records: one per finished run (see the module docstring).
+        out_dir: created if missing.
+        title: of the page and of the research-log entry.
+        commands: shell lines that reproduce the results.
+        notes: remarks printed under the date (warnings, how to read the numbers).
+        about: what ran (sweeps, runs, statuses, code version), one line each.
+        unfinished: runs left out of the table and plots, listed with their status and reason.
+        sections: extra sections after the plots.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -224,13 +260,25 @@ def write_report(
         plots[name] = out / f"{name}.png"
         encoded[name] = _png(fig, plots[name])
     heads, rows = _table_rows(records)
-    today = _dt.date.today().isoformat()
-    files = ReportFiles(out / "report.html", out / "report.md", plots)
-    _atomic_write(files.html, _html(title, today, heads, rows, encoded, commands, notes))
-    _atomic_write(
-        files.markdown, _markdown(title, today, records, heads, rows, plots, commands, notes)
-    )
+    page = _Page(title, _dt.date.today().isoformat(), list(about), list(notes), list(commands))
+    page.unfinished = [
+        [str(r.get("name", "")), str(r.get("status", "")), str(r.get("reason") or "")]
+        for r in unfinished
+    ]
+    files = ReportFiles(out / "report.html", out / "report.md", plots, list(records))
+    _atomic_write(files.html, _html(page, heads, rows, encoded, sections))
+    _atomic_write(files.markdown, _markdown(page, out, heads, rows, plots, sections))
     return files
+
+
+@dataclass
+class _Page:
+    title: str
+    today: str
+    about: list[str]
+    notes: list[str]
+    commands: list[str]
+    unfinished: list[list[str]] = field(default_factory=list)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -239,7 +287,7 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _html(title, today, heads, rows, encoded, commands, notes) -> str:
+def _html_table(heads: Sequence[str], rows: Sequence[Sequence[tuple[str, Any]]], cls: str) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in heads)
     body = "".join(
@@ -251,38 +299,90 @@ def _html(title, today, heads, rows, encoded, commands, notes) -> str:
         + "</tr>"
         for row in rows
     )
-    imgs = "".join(
-        f'<figure><img alt="{esc(n)}" src="data:image/png;base64,{b}"><figcaption>{esc(n)}'
-        "</figcaption></figure>"
-        for n, b in encoded.items()
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _figure(label: str, data: str) -> str:
+    esc = html.escape
+    return (
+        f'<figure><img alt="{esc(label)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(label)}</figcaption></figure>"
     )
-    note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
-    cmd = esc("\n".join(commands))
+
+
+def _html_section(sec: Section) -> str:
+    esc = html.escape
+    parts = [f"<h2>{esc(sec.title)}</h2>"] + [f"<p>{esc(t)}</p>" for t in sec.text]
+    if sec.table is not None:
+        heads, rows = sec.table
+        parts.append(_html_table(heads, [[(c, c) for c in row] for row in rows], "plain"))
+    for label, path in sec.images.items():
+        parts.append(_figure(label, base64.b64encode(Path(path).read_bytes()).decode()))
+    if sec.caption:
+        parts.append(f'<p class="caption">{esc(sec.caption)}</p>')
+    return "\n".join(parts)
+
+
+def _html(page: _Page, heads, rows, encoded, sections: Sequence[Section]) -> str:
+    esc = html.escape
+    about = "".join(f"<li>{esc(a)}</li>" for a in page.about)
+    note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in page.notes)
+    table = _html_table(heads, rows, "sortable")
+    left_out = ""
+    if page.unfinished:
+        cells = [[(c, c) for c in row] for row in page.unfinished]
+        left_out = "<h2>Runs not in the plots</h2>" + _html_table(
+            ["run", "status", "reason"], cells, "plain"
+        )
+    imgs = "".join(_figure(n, b) for n, b in encoded.items())
+    extra = "".join(_html_section(sec) for sec in sections)
+    cmd = esc("\n".join(page.commands))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(page.title)}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
-table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
-th {{ cursor: pointer; background: #f3f3f3; }} td {{ text-align: right; }}
-figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 520px; }}
+body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
+th {{ background: #f3f3f3; }} table.sortable th {{ cursor: pointer; }}
+table.sortable td {{ text-align: right; }} table.plain td {{ text-align: left; }}
+th[data-dir="asc"]::after {{ content: " \\25B2"; }} th[data-dir="desc"]::after {{ content: " \\25BC"; }}
+figure {{ display: inline-block; margin: 1em; vertical-align: top; }}
+img {{ max-width: 560px; }} figcaption, .caption {{ color: #555; font-size: 0.9em; }}
 .note {{ color: #a33; }}
 </style></head><body>
-<h1>{esc(title)}</h1><p>{today}</p>{note_html}
-<h2>Results</h2><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h1>{esc(page.title)}</h1><p>{page.today}</p><ul>{about}</ul>{note_html}
+<h2>Results</h2>{table}{left_out}
 <h2>Plots</h2>{imgs}
+{extra}
 <h2>Reproduce</h2><pre>{cmd}</pre>
 <script>{_SORT_JS}</script>
 </body></html>
 """
 
 
-def _markdown(title, today, records, heads, rows, plots, commands, notes) -> str:
-    lines = [f"## {today}: {title}", "", f"Runs: {', '.join(str(r['name']) for r in records)}.", ""]
-    lines += [f"> {n}" for n in notes] + ([""] if notes else [])
-    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    lines += ["| " + " | ".join(text for text, _ in row) + " |" for row in rows]
+def _md_table(heads: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)] + [
+        "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows
+    ]
+
+
+def _markdown(page: _Page, out: Path, heads, rows, plots, sections: Sequence[Section]) -> str:
+    lines = [f"## {page.today}: {page.title}", ""]
+    lines += [f"- {a}" for a in page.about] + ([""] if page.about else [])
+    lines += [f"> {n}" for n in page.notes] + ([""] if page.notes else [])
+    lines += _md_table(heads, [[text for text, _ in row] for row in rows])
+    if page.unfinished:
+        lines += ["", "Runs not in the plots:", ""]
+        lines += _md_table(["run", "status", "reason"], page.unfinished)
     lines.append("")
     lines += [f"![{name}]({path.name})" for name, path in plots.items()]
-    if commands:
-        lines += ["", "Reproduce:", "", "```", *commands, "```"]
+    for sec in sections:
+        lines += ["", f"### {sec.title}", ""] + [f"{t}\n" for t in sec.text]
+        if sec.table is not None:
+            lines += [*_md_table(*sec.table), ""]
+        lines += [f"![{label}]({os.path.relpath(p, out)})" for label, p in sec.images.items()]
+        if sec.caption:
+            lines += ["", f"*{sec.caption}*"]
+    if page.commands:
+        lines += ["", "Reproduce:", "", "```", *page.commands, "```"]
     return "\n".join(lines) + "\n"
