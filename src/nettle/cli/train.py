@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "global batch is batch_size x processes, so scale optim.lr with it (linear rule "
             "for SGD). Each epoch drops the last (processes - 1) or fewer examples of its "
             "shuffled order so the shards are equal; test metrics cover the whole test set; "
-            "rank 0 alone writes the run dir; rerunning the command resumes exactly."
+            "rank 0 alone writes the run dir; rerunning the command resumes exactly; "
+            "distill runs need a single process."
         ),
     )
     p.add_argument("config", help="YAML config file")
@@ -69,6 +70,7 @@ def format_epoch(record: dict[str, Any]) -> str:
         f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
         f"train acc {record['train_acc']:.2%}"
         + (f", test acc {acc:.2%}" if acc is not None else "")
+        + (f", test CER {record['test_cer']:.2%}" if "test_cer" in record else "")
         + f", lr {record['lr']:.3g}, {record['time']:.1f}s"
     )
     shares, medians = record.get("phase_shares", {}), record.get("phase_medians", {})

@@ -13,7 +13,8 @@ plain Python values only, so that `torch.load(weights_only=True)` reads it:
                "batch": batches done in the current epoch (the sampler position),
                "best_acc": best test accuracy, "running": this epoch's running sums},
      "phase_totals": {phase: seconds}, "history": [epoch records],
-     "objective": objective.extra_state() or {}, "config": the resolved config dict}
+     "objective": objective.extra_state() or {}, "config": the resolved config dict,
+     "rng_ranks": [each rank's "rng"] (distributed runs only; rank r resumes from entry r)}
 
 Other files in `checkpoints/`: `nonfinite-step<N>.pt` (model, optimizer, the offending batch
 `{"x", "y"}`, `step`, the loss or gradient norm, config) and `snapshot-step<N>.pt` (model, step,
