@@ -1,10 +1,12 @@
-"""Scheduler overhead: N stand-in jobs of ~1 s on S slots through `run_sweep`.
+"""Scheduler overhead: N stand-in jobs of ~1 s on S slots through `run_sweep` and on Ray.
 
 Each job is a Python process that sleeps and writes a done summary.json, started through the
 same launcher as `nettle train` (own process group, pinned environment, store claims, log).
 Reports the makespan against the ideal (jobs x seconds / slots), the overhead per job, and, side
 by side, a bare pool of S threads running the same processes with `subprocess.run` (no store,
-no groups), and the interpreter's own start-up time.
+no groups), the same sweep on a local Ray started with S CPUs (one CPU per task, through
+`run_sweep_ray`; Ray's start-up is printed apart, not counted in the makespan), and the
+interpreter's own start-up time.
 
     python bench/scheduler.py [--jobs 24] [--slots 2] [--seconds 1.0]
 """
@@ -51,6 +53,27 @@ def _bare_pool(jobs: int, slots: int, seconds: float, root: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _ray(plan, root: Path, slots: int, command, jobs: int) -> tuple[float | None, float | None]:
+    """Makespan of the sweep on a local Ray with `slots` CPUs, and Ray's start-up time."""
+    try:
+        import ray
+
+        from nettle.experiment.backends.ray import run_sweep_ray
+    except ImportError:
+        return None, None
+    t0 = time.perf_counter()
+    ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False)
+    init = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        result = run_sweep_ray(plan, root=root, command=command, num_cpus_per_run=1)
+        span = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    assert result.ok and len(result.done) == jobs, result
+    return span, init
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=24)
@@ -70,12 +93,18 @@ def main() -> None:
         sweep = time.perf_counter() - t0
         assert result.ok and len(result.done) == args.jobs, result
         bare = _bare_pool(args.jobs, args.slots, args.seconds, root)
+        ray_span, ray_init = _ray(plan, root / "ray", args.slots, command, args.jobs)
     startup = _startup()
     print(f"{args.jobs} jobs of {args.seconds:.2f} s on {args.slots} slots, ideal {ideal:.2f} s")
     print(f"{'launcher':<34}{'makespan s':>12}{'/ ideal':>10}{'overhead/job s':>16}")
-    for name, span in (("nettle run_sweep (store, groups)", sweep), ("bare thread pool", bare)):
+    rows = [("nettle run_sweep (store, groups)", sweep), ("bare thread pool", bare)]
+    if ray_span is not None:
+        rows.append(("nettle run_sweep_ray (Ray tasks)", ray_span))
+    for name, span in rows:
         overhead = (span - ideal) * args.slots / args.jobs
         print(f"{name:<34}{span:>12.2f}{span / ideal:>10.3f}{overhead:>16.3f}")
+    if ray_init is not None:
+        print(f"ray.init of a local cluster (not in the makespan): {ray_init:.2f} s")
     print(f"python start-up alone (median of 5): {startup:.3f} s per job")
 
 

@@ -120,3 +120,35 @@ def test_real_digits_sweep_metrics_equal_the_local_backend(tmp_path):
         got = Store(tmp_path / "slurm" / "nettle.db").get(run.id)["metrics"]
         for key in ("test_acc", "test_loss", "train_loss", "params"):
             assert got.get(key) == want.get(key), key
+
+
+def test_cli_names_the_missing_extra_and_refuses_bad_flags(tmp_path, monkeypatch, capsys):
+    from nettle.cli import main
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("name: cli\ngrid: {train.seed: [0]}\n")
+    root = ["--root", str(tmp_path)]
+    assert (
+        main(["sweep", "run", str(spec), "--backend", "slurm", "--cpus-per-run", "1.5", *root]) == 2
+    )
+    assert "--cpus-per-run must be a whole number" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    monkeypatch.delitem(sys.modules, "nettle.experiment.backends.slurm")
+    assert main(["sweep", "run", str(spec), "--backend", "slurm", *root]) == 2
+    assert "pip install 'nettle[slurm]'" in capsys.readouterr().err
+    assert not (tmp_path / "nettle.db").exists()
+
+
+@pytest.mark.slow
+def test_cli_runs_a_digits_sweep_on_the_slurm_backend(tmp_path, capsys):
+    from nettle.cli import main
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(json.dumps({"name": "cli", "base": TINY, "grid": {"train.seed": [0]}}))
+    args = ["sweep", "run", str(spec), "--backend", "slurm", "--root", str(tmp_path), "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] and len(result["done"]) == 1
+    assert Store(tmp_path / "nettle.db").get(result["done"][0])["status"] == "done"
+    assert main(args) == 0  # again: nothing to do
+    assert json.loads(capsys.readouterr().out)["skipped"] == result["done"]

@@ -3,16 +3,23 @@
     nettle sweep plan FILE [--root DIR] [--store PATH] [--json]
     nettle sweep run FILE [--gpus 0,1 | --slots N] [--retries K] [--preflight]
                           [--mem-limit-gb G] [--grace S] [--root DIR] [--store PATH] [--json]
+    nettle sweep run FILE --backend ray [--address auto] [--gpus-per-run G] [--cpus-per-run C]
+    nettle sweep run FILE --backend slurm [--partition P] [--time MIN] [--gpus-per-node G]
+                          [--cpus-per-run C] [--mem-gb M] [--slurm-folder DIR]
 
 Runs go to `<root>/<sweep>/<run id>/` (root `runs`), the store to `<root>/nettle.db`. Rerunning
 `sweep run` skips finished runs and resumes the others from their checkpoints; Ctrl-C stops
-every job and marks it preempted.
+every job and marks it preempted. `--backend ray` runs one Ray task per run on a Ray cluster,
+`--backend slurm` one Slurm job per run through submitit (requeued on preemption); both need
+ROOT on a filesystem the nodes share, and their extra (`pip install 'nettle[ray]'`,
+`'nettle[slurm]'`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="virtual-memory limit per job (RLIMIT_AS; importing torch maps ~3.5 GB; CPU jobs)",
     )
     go.add_argument("--grace", type=float, default=10.0, help="s between SIGTERM and SIGKILL")
+    go.add_argument(
+        "--backend",
+        choices=("local", "ray", "slurm"),
+        default="local",
+        help="where jobs run: local slots (default), a Ray cluster, Slurm through submitit",
+    )
+    cluster = go.add_argument_group("ray and slurm")
+    cluster.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    cluster.add_argument("--gpus-per-run", type=float, default=0, help="Ray GPUs per run (0)")
+    cluster.add_argument(
+        "--cpus-per-run", type=float, default=1, help="CPUs (and threads) per run (1)"
+    )
+    cluster.add_argument("--partition", default=None, help="Slurm partition")
+    cluster.add_argument("--time", type=int, default=60, help="Slurm time limit in minutes (60)")
+    cluster.add_argument("--gpus-per-node", type=int, default=0, help="Slurm GPUs per job (0)")
+    cluster.add_argument("--mem-gb", type=float, default=None, help="Slurm memory per job")
+    cluster.add_argument(
+        "--slurm-folder", default=None, help="submitit logs (ROOT/<sweep>/.submitit/%%j)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,21 +174,37 @@ class _Board:
         return Group(table, *self.messages[-5:])
 
 
-def _run(plan: Any, store_path: Path, args: argparse.Namespace) -> int:
+def _runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The backend's run function and its options from the flags."""
+    opts: dict[str, Any] = {"root": args.root, "retries": args.retries, "grace": args.grace}
+    if args.backend == "ray":
+        from nettle.experiment.backends.ray import run_sweep_ray
+
+        opts |= {"address": args.address, "num_gpus_per_run": args.gpus_per_run}
+        return run_sweep_ray, opts | {"num_cpus_per_run": args.cpus_per_run}
+    if args.backend == "slurm":
+        from nettle.experiment.backends.slurm import run_sweep_slurm
+
+        if args.cpus_per_run != int(args.cpus_per_run) or args.cpus_per_run < 1:
+            raise ValueError("--cpus-per-run must be a whole number >= 1 for slurm")
+        opts |= {"partition": args.partition, "time_min": args.time, "mem_gb": args.mem_gb}
+        opts |= {"gpus_per_node": args.gpus_per_node, "cpus_per_task": int(args.cpus_per_run)}
+        return run_sweep_slurm, opts | {"folder": args.slurm_folder}
     from nettle.experiment.schedule import run_sweep
 
     gpus = args.gpus.split(",") if args.gpus else None
-    opts = {
-        "root": args.root,
-        "gpus": gpus,
-        "slots": args.slots,
-        "retries": args.retries,
-        "mem_limit_gb": args.mem_limit_gb,
-        "preflight": args.preflight,
-        "grace": args.grace,
-    }
+    opts |= {"gpus": gpus, "slots": args.slots, "mem_limit_gb": args.mem_limit_gb}
+    return run_sweep, opts | {"preflight": args.preflight}
+
+
+def _run(plan: Any, store_path: Path, args: argparse.Namespace) -> int:
     if args.retries < 0:
         raise ValueError(f"--retries must be >= 0, got {args.retries}")
+    try:
+        run_sweep, opts = _runner(args)
+    except ImportError as exc:  # a backend's extra is not installed
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         result = run_sweep(plan, store_path, **opts)
         print(json.dumps(result.to_dict()))
