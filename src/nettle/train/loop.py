@@ -216,11 +216,9 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load `path` (default `checkpoints/last.pt` if present); whether anything was loaded."""
-        path = (
-            Path(path)
-            if path
-            else (self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None)
-        )
+        if not path and self.checkpoint_dir is not None:
+            path = self.checkpoint_dir / "last.pt"
+        path = Path(path) if path else None
         if path is None or not path.is_file():
             return False
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
@@ -236,15 +234,8 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.use_deterministic_algorithms(self.cfg.deterministic, warn_only=True)
         self.metrics.open(self.state["step"])
-        self.progress(
-            "start",
-            {
-                "epochs": self.cfg.epochs,
-                "steps": self.total_steps,
-                "step": self.state["step"],
-                "epoch": self.state["epoch"],
-            },
-        )
+        where = {k: self.state[k] for k in ("step", "epoch")}
+        self.progress("start", {"epochs": self.cfg.epochs, "steps": self.total_steps, **where})
         try:
             while self.state["epoch"] < self.cfg.epochs:
                 self._train_epoch(self.state["epoch"])
