@@ -1,23 +1,55 @@
-from nettle.experiment.demo import BUDGET_FRACTION, run_demo
+import json
+
+from nettle.experiment.demo import BUDGET_FRACTION, STUDENT_SWEEP, TEACHER_SWEEP, run_demo
+from nettle.experiment.store import Store
+
+QUICK = {"epochs": 1, "attack_examples": 24, "attacks": {"fgsm": {}, "pgd": {"steps": 2}}}
+QUICK |= {"eps": (0.1,), "featurevis_steps": 8}
 
 
-def test_demo_trains_teacher_and_budgeted_students(tmp_path):
-    result = run_demo(tmp_path, epochs=2, attack_examples=24)
-    names = [r["name"] for r in result.records]
-    assert names == ["teacher", "student-generic", "student-hashed"]
-    budget = result.records[0]["params"] * BUDGET_FRACTION
-    for student in result.records[1:]:
+def test_demo_runs_its_sweeps_through_the_store_and_reports(tmp_path):
+    events = []
+    result = run_demo(tmp_path, **QUICK, progress=lambda e, i: events.append((e, i)))
+    by_name = {r["name"]: r for r in result.records}
+    assert set(by_name) == {"teacher", "student-generic", "student-hashed"}
+    teacher, generic, hashed = (
+        by_name[n] for n in ("teacher", "student-generic", "student-hashed")
+    )
+    budget = teacher["params"] * BUDGET_FRACTION
+    for student in (generic, hashed):
         assert abs(student["params"] - budget) / budget < 0.01
         assert student["test_acc"] is not None
+        assert student["config"]["distill"]["teacher"] == teacher["run_dir"]
     # the hashed student executes the dense multiply-adds; the low-rank one saves them
-    teacher, generic, hashed = result.records
     assert hashed["macs_executed"] == teacher["macs"] and generic["macs"] < teacher["macs"] / 2
+    # robustness was measured inside the jobs and recorded in the store
+    store = Store(tmp_path / "nettle.db")
+    rows = store.query()
+    assert {r["sweep"] for r in rows} == {TEACHER_SWEEP, STUDENT_SWEEP}
+    assert all(r["status"] == "done" and "robust_acc_pgd_eps0p1" in r["metrics"] for r in rows)
+    assert set(teacher["robustness"]) == {"fgsm", "pgd"}
+    attacked = json.loads(
+        (tmp_path / TEACHER_SWEEP / teacher["id"] / "robustness.json").read_text()
+    )
+    assert attacked["examples"] == 24
+    assert sum(e == "start" for e, _ in events) == 3
+    # the report: HTML and Markdown from the store, the teacher's inspection, the timing table
     assert result.html.is_file() and result.report.is_file()
     md = result.report.read_text()
-    assert set(teacher["robustness"]) == {"fgsm", "pgd", "cw"}
-    assert "robustness.png" in md
-    assert "| student-generic |" in md and "teacher" in md and "Where the training time went" in md
+    assert "robustness.png" in md and "| student-generic |" in md and "Statuses: 3 done." in md
+    assert "### Inside the teacher" in md and "![first-layer filters](inspect/filters.png)" in md
+    assert "feature visualisation, channel" in md and "Where the time went" in md
+    page = result.html.read_text()
+    assert page.count('src="data:image/png;base64,') == 4 + 5
+    # a second call skips the finished runs and rebuilds the report from the store
+    events.clear()
     again = run_demo(
-        tmp_path, epochs=2, attack_examples=24
-    )  # finished runs are reused, not retrained
-    assert [r["test_acc"] for r in again.records] == [r["test_acc"] for r in result.records]
+        tmp_path,
+        **QUICK,
+        inspect=False,
+        progress=lambda e, i: events.append((e, i)),
+    )
+    assert sum(e == "skip" for e, _ in events) == 3 and not any(e == "start" for e, _ in events)
+    assert {r["name"]: r["test_acc"] for r in again.records} == {
+        n: r["test_acc"] for n, r in by_name.items()
+    }

@@ -16,11 +16,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="train a teacher and budgeted students on the offline digits data, then report",
         description="Train a teacher, distil two substituted students at a parameter budget, "
-        "count every model and write an HTML and Markdown report.",
+        "count and attack every model (as sweep jobs recorded in ROOT/nettle.db), inspect the "
+        "teacher and write an HTML and Markdown report. Rerunning skips the finished runs.",
     )
     p.add_argument("-o", "--out", default="runs/demo", help="folder of the demo (runs/demo)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of every run (default 15)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every run (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slots", type=int, default=2, help="CPU slots of the students' sweep (2)")
+    p.add_argument(
+        "--attack-examples", type=int, default=None, help="attack only the first N test digits"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -31,10 +36,22 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
 
     def progress(stage: str, info: dict[str, Any]) -> None:
-        if stage in {"teacher", "student", "report"}:
-            console.log(f"[bold]{stage}[/bold] {info}")
+        if stage in {"teacher", "students", "inspect", "report"}:
+            console.log(f"[bold]{stage}[/bold] " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        elif stage == "done":
+            console.log(f"  {info['name']} done in {info['seconds']:.1f} s")
+        elif stage in {"start", "skip", "failed"}:
+            extra = f": {info['reason']}" if stage == "failed" else ""
+            console.log(f"  {info['name']} {stage}{extra}")
 
-    result = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=progress)
+    result = run_demo(
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        attack_examples=args.attack_examples,
+        slots=args.slots,
+        progress=progress,
+    )
     if args.json:
         print(
             json.dumps(
@@ -43,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                     "html": str(result.html),
                     "root": str(result.root),
                     "runs": result.records,
+                    "seconds": result.seconds,
                 },
                 default=str,
             )
@@ -51,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
         out = Console()
         for r in result.records:
             out.print(
-                f"{r['name']:<18} {r['conv']:<22} params {r['params']:>7,}  MACs "
-                f"{r['macs']:>10,}  test acc {100 * (r['test_acc'] or 0):.1f}%"
+                f"{r['name']:<18} {r['conv']:<22} params {int(r['params']):>7,}  MACs "
+                f"{int(r['macs']):>10,}  test acc {100 * (r['test_acc'] or 0):.1f}%"
             )
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+        out.print(f"time: {stages}")
         out.print(f"report: [bold]{result.html}[/bold] and {result.report}")
     return 0

@@ -1,25 +1,31 @@
-"""The main job: teacher, budgeted students, cost, report, on the offline digits data.
+"""The main job: teacher, budgeted students, cost, robustness, report, on the offline digits data.
 
-`run_demo` is what `nettle demo` calls:
+`run_demo` is what `nettle demo` calls. Everything runs through the sweep scheduler and the
+run store (`<root>/nettle.db`), as a user's sweeps would:
 
-1. train a teacher (`simple-cnn` on `digits`);
-2. for two substitutes (low rank, hashed), find with the budget solver the setting whose student
-   has a quarter of the teacher's parameters, and distil each student from the teacher
-   (attention transfer, beta 50: see `DEMO_BETA`);
-3. count every model (parameters, theoretical and executed multiply-adds);
-4. attack every model on the test set (FGSM, PGD, CW at a few epsilons) with the masking checks;
-5. write the report: `report.html` (table with robust accuracies, error-vs-cost plots with the
-   Pareto front, accuracy-vs-epsilon curves, learning curves, masking warnings) and `report.md`
-   (the same as a research-log entry, plus where the time went).
+1. the teacher (`simple-cnn` on `digits`) as a one-run sweep `demo-teacher`;
+2. for two substitutes (low rank, hashed), the budget solver finds the setting whose student
+   has a quarter of the teacher's parameters (read from the store); both students, distilled
+   from the teacher's run dir (attention transfer, beta 50: see `DEMO_BETA`), are the sweep
+   `demo-students`, run on two CPU slots;
+3. every job (`nettle.experiment.job`) trains, then counts its model (parameters, theoretical
+   and executed multiply-adds) and attacks it on the test set (FGSM, PGD, CW at a few
+   epsilons, with the masking checks) into its run dir; the scheduler records it all in the
+   store;
+4. the teacher is inspected (`nettle.inspect.report.inspect_run`: first-layer filters, top
+   patches of two channels, a feature visualisation, the training history);
+5. the report is built from the store (`report_from_store`): `report.html` and `report.md`
+   (table with robust accuracies, error-vs-cost plots with the Pareto front, accuracy-vs-epsilon
+   and learning curves, masking warnings, the inspection, where the time went).
 
-Every stage goes through the library functions a user would call, and every run lives in its
-own run dir under `root`, so a second invocation reuses finished runs instead of redoing them.
+A second invocation skips the finished runs (the scheduler's rule) and rebuilds the report.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,98 +33,69 @@ from typing import Any
 
 import torch
 
-from nettle.config import ExperimentConfig, load_config_dict
-from nettle.measure import CostReport, count
-
-__all__ = ["DemoResult", "demo_config", "run_demo"]
+__all__ = ["DemoError", "DemoResult", "demo_spec", "run_demo"]
 
 log = logging.getLogger(__name__)
 
 STUDENT_SUBSTITUTES = ("Generic", "Hashed")
 BUDGET_FRACTION = 1 / 4
+DEMO_EPOCHS = 10
 DEMO_EPS = (0.05, 0.1, 0.2)
 DEMO_ATTACKS = {
     "fgsm": {},
     "pgd": {"steps": 10},
-    "cw": {"binary_search_steps": 5, "steps": 100, "initial_const": 0.1},
+    "cw": {"binary_search_steps": 4, "steps": 50, "initial_const": 0.1},
 }
 # Attention transfer averages squared map differences over positions, so its scale grows as
 # maps shrink: beta = 1e3 is tuned for 32x32 CIFAR maps; the 8x8 and 4x4 digits maps need less.
 DEMO_BETA = 50.0
+TEACHER_SWEEP, STUDENT_SWEEP = "demo-teacher", "demo-students"
+
+
+class DemoError(RuntimeError):
+    """A demo run failed; the message names it and gives the reason from the store."""
 
 
 @dataclass
 class DemoResult:
-    """What the demo produced."""
+    """What the demo produced: the report files, the records, seconds per stage."""
 
     root: Path
     report: Path
     html: Path
     records: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
-def demo_config(
-    name: str,
-    epochs: int | None = None,
-    seed: int = 0,
-    conv: str | None = None,
-    teacher: Path | None = None,
-) -> ExperimentConfig:
-    """A demo run: `simple-cnn` on `digits` (about 10 s on 2 CPU cores)."""
-    tree: dict[str, Any] = {
+def _tree(name: str, epochs: int | None, seed: int) -> dict[str, Any]:
+    return {
         "name": name,
-        "model": {"name": "simple-cnn", "conv": conv},
+        "model": {"name": "simple-cnn"},
         "data": {"name": "digits", "batch_size": 64},
         "train": {
-            "epochs": 15 if epochs is None else epochs,
+            "epochs": DEMO_EPOCHS if epochs is None else epochs,
             "seed": seed,
             "device": "cpu",
             "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
             "schedule": {"name": "cosine"},
         },
     }
-    if teacher is not None:
-        tree["distill"] = {"teacher": str(teacher), "beta": DEMO_BETA}
-    return load_config_dict(tree, source=f"demo {name}")
 
 
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("kind") == "epoch"]
-
-
-def _record(
-    name: str,
-    cfg: ExperimentConfig,
-    run_dir: Path,
-    summary: dict[str, Any],
-    attack_examples: int | None = None,
+def demo_spec(
+    epochs: int | None = None,
+    seed: int = 0,
+    teacher: Path | None = None,
+    students: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    from nettle.attack import evaluate_robustness
-    from nettle.experiment.run import load_run_model
-    from nettle.train.data import create_dataset
-
-    model = load_run_model(run_dir, cfg)
-    cost: CostReport = count(model, (1, 8, 8))
-    x, y = create_dataset("digits", "test").tensors
-    n = attack_examples or len(y)
-    robust = evaluate_robustness(model, (x[:n], y[:n]), DEMO_ATTACKS, DEMO_EPS, seed=cfg.train.seed)
-    return {
-        "name": name,
-        "conv": cfg.model.conv or "Conv",
-        "params": cost.params,
-        "macs": cost.macs,
-        "macs_executed": cost.macs_executed,
-        "test_acc": summary.get("best_test_acc"),
-        "history": _history(run_dir),
-        "run_dir": str(run_dir),
-        "phases": summary.get("phases", {}),
-        "robustness": robust.accuracy,
-        "warnings": robust.warnings,
-    }
+    """The demo's sweeps: the teacher alone, or (with `teacher` and `students`, name -> conv
+    setting) the students distilled from the teacher's run dir."""
+    if teacher is None:
+        return {"name": TEACHER_SWEEP, "base": _tree("teacher", epochs, seed)}
+    base = _tree("student", epochs, seed)
+    base["distill"] = {"teacher": str(teacher), "beta": DEMO_BETA}
+    variants = [{"name": n, "model.conv": conv} for n, conv in (students or {}).items()]
+    return {"name": STUDENT_SWEEP, "base": base, "list": variants}
 
 
 def _student_setting(substitute: str, budget: float) -> Any:
@@ -132,89 +109,168 @@ def _student_setting(substitute: str, budget: float) -> Any:
     return solve_budget(build, substitute, budget)
 
 
+def _sweep(
+    spec: dict[str, Any], store: Any, root: Path, slots: int, command: Any, notify: Any
+) -> list[dict[str, Any]]:
+    """Run one of the demo's sweeps; its store rows, or DemoError naming a failed run."""
+    from nettle.experiment.schedule import run_sweep
+    from nettle.experiment.spec import plan_sweep
+
+    plan = plan_sweep(spec)
+    names = {r.id: r.config.name for r in plan.runs}
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event in ("start", "done", "failed", "skip"):
+            notify(event, info | {"name": names.get(info.get("id"), info.get("name"))})
+
+    result = run_sweep(plan, store, root=root, slots=slots, command=command, progress=progress)
+    if not result.ok:
+        failed = {names.get(i, i): why for i, why in result.failed.items()}
+        stopped = [names.get(i, i) for i in result.preempted + result.busy]
+        raise DemoError(
+            f"sweep {plan.name}: failed {failed or 'none'}, stopped or busy {stopped or 'none'};"
+            f" logs in {root / plan.name}/<run id>/log.txt"
+        )
+    return [store.get(r.id) for r in plan.runs]
+
+
+def _inspection(teacher_dir: Path, root: Path, steps: int) -> Any:
+    """The teacher's filters, top patches of two channels, one feature visualisation, history."""
+    from nettle.experiment.report import Section
+    from nettle.inspect.report import inspect_run
+
+    found = inspect_run(teacher_dir, root / "inspect", featurevis=True, steps=steps, seed=0)
+    keys = ["filters"] + [f"top_patches_c{c}" for c in found.channels[:2]]
+    keys += [f"featurevis_c{c}" for c in found.channels[:1]] + ["history"]
+    labels = {
+        "filters": "first-layer filters",
+        "history": "training history",
+        **{f"top_patches_c{c}": f"top patches, channel {c}" for c in found.channels},
+        **{f"featurevis_c{c}": f"feature visualisation, channel {c}" for c in found.channels},
+    }
+    return Section(
+        "Inside the teacher",
+        text=[
+            f"Channels {', '.join(map(str, found.channels[:2]))} of layer {found.layer} "
+            "(the most active on the test digits): the test patches that excite them most, and "
+            "an input optimised to excite the first one. Full inspection: "
+            f"{found.index_html}."
+        ],
+        images={labels[k]: found.images[k] for k in keys if k in found.images},
+        caption=f"nettle inspect {teacher_dir} --featurevis",
+    )
+
+
+def _timing(records: list[dict[str, Any]], seconds: dict[str, float]) -> Any:
+    from nettle.experiment.report import Section
+
+    phases = sorted({p for r in records for p in r["phases"]})
+    rows = []
+    for r in records:
+        whole = sum(r["phases"].values()) or 1.0
+        cells = [
+            f"{r['phases'][p]:.2f} ({r['phases'][p] / whole:.0%})" if p in r["phases"] else ""
+            for p in phases
+        ]
+        rows.append([r["name"], *cells])
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+    return Section(
+        "Where the time went",
+        text=[
+            f"Wall time of this invocation by stage: {stages}.",
+            "Training step time by phase (seconds, share of the step):",
+        ],
+        table=(["run", *phases], rows),
+    )
+
+
 def run_demo(
     root: str | Path = "runs/demo",
     *,
     epochs: int | None = None,
     seed: int = 0,
     attack_examples: int | None = None,
+    attacks: dict[str, dict[str, Any]] | None = None,
+    eps: tuple[float, ...] = DEMO_EPS,
+    slots: int = 2,
+    inspect: bool = True,
+    featurevis_steps: int = 256,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> DemoResult:
     """Run the main job into `root` and return where its report is.
 
     Args:
-        root: folder of the demo's runs and report.
-        epochs: training epochs of every model (default 15).
+        root: folder of the demo's store, runs (`<root>/<sweep>/<run id>`) and report.
+        epochs: training epochs of every model (default `DEMO_EPOCHS`).
         seed: seed of every run.
         attack_examples: attack only the first N test examples (default: all 360).
-        progress: optional callback `(stage, info)` for a progress display.
+        attacks: attack name -> options (default `DEMO_ATTACKS`); `eps` their epsilons.
+        slots: CPU slots of the students' sweep.
+        inspect: add the inspection of the teacher to the report.
+        featurevis_steps: optimisation steps of its feature visualisations.
+        progress: optional callback `(stage, info)`: stages teacher, students, inspect,
+            report, and the scheduler's start, done, skip, failed events of every run.
+
+    Raises:
+        DemoError: a run failed (its reason and where its log is).
     """
-    from nettle.experiment.report import write_report
-    from nettle.experiment.run import run_experiment
+    from nettle.experiment.job import job_command
+    from nettle.experiment.store import Store
+    from nettle.experiment.store_report import records_from_rows, report_from_store
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     notify = progress or (lambda stage, info: None)
+    store, seconds = Store(root / "nettle.db"), {}
+    command = job_command(attacks or DEMO_ATTACKS, eps, limit=attack_examples, seed=seed)
 
-    teacher_cfg = demo_config("teacher", epochs, seed)
-    teacher_dir = root / "teacher"
-    notify("teacher", {"run_dir": str(teacher_dir)})
-    records = [
-        _record(
-            "teacher",
-            teacher_cfg,
-            teacher_dir,
-            run_experiment(teacher_cfg, teacher_dir),
-            attack_examples,
-        )
-    ]
+    t0 = time.perf_counter()
+    notify("teacher", {"sweep": TEACHER_SWEEP})
+    (teacher,) = _sweep(demo_spec(epochs, seed), store, root, 1, command, notify)
+    seconds["teacher"] = time.perf_counter() - t0
+    teacher_dir = Path(teacher["run_dir"])
 
-    budget = records[0]["params"] * BUDGET_FRACTION
-    notes = []
+    budget = teacher["metrics"]["params"] * BUDGET_FRACTION
+    students, notes = {}, []
     for substitute in STUDENT_SUBSTITUTES:
         solved = _student_setting(substitute, budget)
         name = f"student-{substitute.lower()}"
+        students[name] = solved.conv
         notes.append(
             f"{name}: {solved.conv} meets the budget of {budget:,.0f} parameters with "
             f"{solved.achieved:,} ({solved.relative_error:+.1%}); distilled from the teacher "
             f"with attention transfer (beta {DEMO_BETA:g})."
         )
-        cfg = demo_config(name, epochs, seed, conv=solved.conv, teacher=teacher_dir)
-        notify("student", {"name": name, "conv": solved.conv})
-        summary = run_experiment(cfg, root / name)
-        records.append(_record(name, cfg, root / name, summary, attack_examples))
-
+    t1 = time.perf_counter()
+    notify("students", {"sweep": STUDENT_SWEEP, "students": students})
+    spec = demo_spec(epochs, seed, teacher_dir, students)
+    _sweep(spec, store, root, slots, command, notify)
+    seconds["students"] = time.perf_counter() - t1
     notes.append(
         "Robust accuracy on the test digits, L-infinity epsilons in [0, 1] pixel units; "
         "FGSM and PGD-10 are bounded by epsilon; CW-L2 is unbounded and counts at every epsilon "
         "at least the L-infinity size of its perturbation."
     )
-    for r in records:
-        notes += [f"masking warning for {r['name']}: {w}" for w in r["warnings"]]
+    sections = []
+    if inspect:
+        t2 = time.perf_counter()
+        notify("inspect", {"run_dir": str(teacher_dir)})
+        sections.append(_inspection(teacher_dir, root, featurevis_steps))
+        seconds["inspect"] = time.perf_counter() - t2
     notify("report", {"root": str(root)})
-    files = write_report(
-        records,
+    records, _ = records_from_rows(store.query())
+    sections.append(_timing(records, seconds))
+    files = report_from_store(
+        store,
         root,
         title="nettle demo: cheap students of a digits teacher",
-        commands=["nettle demo", "nettle count simple-cnn --input 1x8x8"],
+        commands=[
+            f"nettle demo -o {root}",
+            f"nettle report --store {root / 'nettle.db'} -o {root}",
+            "nettle count simple-cnn --input 1x8x8",
+        ],
         notes=notes,
+        sections=sections,
     )
-    _append_timing(files.markdown, records)
-    (root / "demo.json").write_text(json.dumps(records, indent=2, default=str))
-    return DemoResult(root, files.markdown, files.html, records)
-
-
-def _append_timing(path: Path, records: list[dict[str, Any]]) -> None:
-    lines = ["", "Where the training time went (seconds, share of the step):", ""]
-    phases = sorted({p for r in records for p in r["phases"]})
-    lines += ["| run | " + " | ".join(phases) + " |", "|---|" + "---:|" * len(phases)]
-    for r in records:
-        whole = sum(r["phases"].values()) or 1.0
-        cells = [
-            f"{r['phases'].get(p, 0.0):.2f} ({r['phases'].get(p, 0.0) / whole:.0%})" for p in phases
-        ]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    text = path.read_text() + "\n".join(lines) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    (root / "demo.json").write_text(json.dumps(files.records, indent=2, default=str))
+    return DemoResult(root, files.markdown, files.html, files.records, seconds)

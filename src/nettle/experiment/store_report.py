@@ -134,14 +134,18 @@ def sweep_spec(name: str, configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return spec
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" + "s" * (n != 1)
+
+
 def _about(store: Store, rows: Sequence[dict[str, Any]], sweep, where) -> list[str]:
     sweeps = Counter(r["sweep"] or "(no sweep)" for r in rows)
     statuses = Counter(r["status"] for r in rows)
     versions = sorted({r["code_version"] for r in rows if r.get("code_version")})
     chosen = " and ".join([f"sweep {sweep}"] * bool(sweep) + list(where)) or "every run"
     return [
-        f"Store {store.path}, {chosen}: {len(rows)} runs.",
-        "Sweeps: " + ", ".join(f"{s} ({n} runs)" for s, n in sweeps.items()) + ".",
+        f"Store {store.path}, {chosen}: {_runs(len(rows))}.",
+        "Sweeps: " + ", ".join(f"{s} ({_runs(n)})" for s, n in sweeps.items()) + ".",
         "Statuses: " + ", ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses[s]) + ".",
         "Code version: " + (", ".join(versions) or "not recorded") + ".",
     ]
