@@ -103,3 +103,14 @@ def test_real_digits_sweep_metrics_equal_the_local_backend(cluster, tmp_path):
             assert got.get(key) == want.get(key), key
         run_dir = run_dir_of(tmp_path / "ray", "digits", run.id)
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
+
+
+def test_cli_names_the_missing_ray_extra(tmp_path, monkeypatch, capsys):
+    from nettle.cli import main
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("name: cli\ngrid: {train.seed: [0]}\n")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.delitem(sys.modules, "nettle.experiment.backends.ray")
+    assert main(["sweep", "run", str(spec), "--backend", "ray", "--root", str(tmp_path)]) == 2
+    assert "pip install 'nettle[ray]'" in capsys.readouterr().err

@@ -192,8 +192,8 @@ class _Scheduler:
                 todo.append(run)
                 continue
             if row.get("status") != "done":  # it finished, but its scheduler died first
-                self.store.set_status(run.id, "done")
                 self.store.record_metrics(run.id, worker.final_metrics(summary))
+                self.store.set_status(run.id, "done")
             self.result.skipped.append(run.id)
             self.emit("skip", {"id": run.id, "name": run.name})
         info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}
@@ -293,8 +293,8 @@ class _Scheduler:
         outcome = worker.classify_exit(job.proc.returncode, summary, log_text, stopped)
         run, tail = job.run, "\n".join(log_text.splitlines()[-40:])
         if outcome.status == "done":
-            self.store.set_status(run.id, "done")
             self.store.record_metrics(run.id, worker.final_metrics(summary or {}))
+            self.store.set_status(run.id, "done")  # after the metrics: a done row has them
             self.result.done.append(run.id)
             seconds = time.monotonic() - job.started
             self.emit("done", {"id": run.id, "name": run.name, "seconds": seconds})

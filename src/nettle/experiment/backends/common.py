@@ -151,8 +151,8 @@ class Driver:
                 todo.append(run)
                 continue
             if row.get("status") != "done":
-                self.store.set_status(run.id, "done")
                 self.store.record_metrics(run.id, worker.final_metrics(summary))
+                self.store.set_status(run.id, "done")
             self.result.skipped.append(run.id)
             self.emit("skip", {"id": run.id, "name": run.name})
         info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}
@@ -185,8 +185,8 @@ class Driver:
             outcome = worker.classify_exit(report["returncode"], summary, log_text)
         tail = "\n".join(log_text.splitlines()[-40:])
         if outcome.status == "done":
-            self.store.set_status(run.id, "done")
             self.store.record_metrics(run.id, worker.final_metrics(summary or {}))
+            self.store.set_status(run.id, "done")  # after the metrics: a done row has them
             self.result.done.append(run.id)
             seconds = (report or {}).get("seconds", 0.0)
             self.emit("done", {"id": run.id, "name": run.name, "seconds": seconds})

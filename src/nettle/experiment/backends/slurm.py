@@ -11,6 +11,10 @@ records the reports with the local scheduler's statuses and reasons, submits a r
 failure a retry may help, and on SIGINT/SIGTERM cancels every job and marks the runs
 preempted. Run dirs and the submitit folder must be on a filesystem the nodes share.
 
+Jobs outlive a driver that dies (unlike Ray tasks): its "running" rows are then cleared as
+stale by the next call on the same host, which submits those runs again, so wait until
+`squeue` shows the old jobs gone (or `scancel` them) before running the sweep again.
+
 The same code runs with submitit's local executor (`cluster="local"`), which is how it is
 tested here; that executor starts every job at once (it has no queue).
 
