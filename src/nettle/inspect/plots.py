@@ -16,6 +16,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from nettle.inspect.featurevis import FeatureVis
@@ -166,6 +167,7 @@ def plot_history(records: Sequence[Mapping[str, Any]]) -> Figure:
             ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("epoch")
+    ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_lr.grid(True, alpha=0.3)
     fig.suptitle("Training history")
     return fig
@@ -257,8 +259,15 @@ def plot_top_patches(result: TopPatches, max_cols: int = 8) -> Figure:
     n = len(result.indices)
     blocks = math.ceil(n / max_cols)
     cols = math.ceil(n / blocks)  # balanced rows: 9 inputs as 5 + 4, not 8 + 1
-    fig = Figure(figsize=(1.5 * cols + 0.6, 3.0 * blocks + 0.5), layout="constrained")
-    axes = fig.subplots(2 * blocks, cols, squeeze=False)
+
+    def aspect(h: int, w: int) -> float:  # row height per unit of width, for wide images
+        return min(1.0, max(0.2, h / max(w, 1)))
+
+    r_in = aspect(*result.images[0].shape[-2:])
+    r_patch = max(aspect(r.height, r.width) for r in result.rects)
+    height = blocks * (1.4 * (r_in + r_patch) + 0.7) + 0.5
+    fig = Figure(figsize=(1.5 * cols + 0.6, height), layout="constrained")
+    axes = fig.subplots(2 * blocks, cols, squeeze=False, height_ratios=[r_in, r_patch] * blocks)
     for j in range(blocks * cols):
         top, bottom = axes[2 * (j // cols)][j % cols], axes[2 * (j // cols) + 1][j % cols]
         if j >= n:
