@@ -28,6 +28,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from nettle.cli._sweep_search import add_search_parser
+
 __all__ = ["add_parser", "run"]
 
 _STYLE = {"done": "green", "failed": "red", "running": "cyan", "preempted": "yellow"}
@@ -39,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     verbs = p.add_subparsers(dest="sweep_verb", metavar="ACTION", required=True)
     plan = verbs.add_parser("plan", help="list the runs of a sweep file and their status")
     go = verbs.add_parser("run", help="run the unfinished runs of a sweep file in parallel")
+    add_search_parser(verbs)
     for q in (plan, go):
         q.add_argument("file", help="sweep YAML file")
         q.add_argument("--root", default="runs", help="runs go to ROOT/<sweep>/<id> (runs)")

@@ -1,0 +1,112 @@
+"""`nettle sweep search FILE --trials N`: hyper-parameter search over sweep runs (Optuna).
+
+    nettle sweep search FILE --trials N [--slots K] [--metric test_acc --direction maximize]
+                             [--sampler tpe|random] [--seed S] [--retries R]
+                             [--root DIR] [--store PATH] [--json]
+
+The file's `search:` section declares the space (see `nettle.experiment.search`). Every trial
+is an ordinary run in the store under the file's sweep name (`nettle runs --sweep NAME`); the
+study lives beside the store (`ROOT/nettle-search.db`), so calling again adds N more trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["add_search_parser", "run_search_cli"]
+
+
+def add_search_parser(verbs: argparse._SubParsersAction) -> None:
+    """Add the `search` action to the `sweep` verb's subparsers."""
+    p = verbs.add_parser(
+        "search", help="hyper-parameter search: Optuna proposes runs", description=__doc__
+    )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("file", help="sweep YAML file with a search: section")
+    p.add_argument("--trials", type=int, required=True, help="new trials to run")
+    p.add_argument("--slots", type=int, default=1, help="trials run at a time (1)")
+    p.add_argument("--metric", default=None, help="final metric (file's, else test_acc)")
+    p.add_argument("--direction", choices=("maximize", "minimize"), default=None)
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (0)")
+    p.add_argument("--retries", type=int, default=1, help="extra attempts of a failed run (1)")
+    p.add_argument("--root", default="runs", help="runs go to ROOT/<sweep>/<id> (runs)")
+    p.add_argument("--store", default=None, help="run store (default ROOT/nettle.db)")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=run_search_cli)
+
+
+def _fmt(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def run_search_cli(args: argparse.Namespace) -> int:
+    """Run the search and print each trial, then the best trial and its run."""
+    try:
+        import optuna
+
+        from nettle.experiment.search import run_search
+    except ImportError:
+        print("error: search needs Optuna: pip install 'nettle[search]'", file=sys.stderr)
+        return 2
+    if not getattr(args, "verbose", False):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    err = Console(stderr=True)
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "trial" and not args.json:
+            value = "" if info["value"] is None else f"{info['value']:.4g}"
+            note = " (stored result)" if info["reused"] else ""
+            note += f" {info['reason']}" if info["reason"] else ""
+            err.print(
+                f"trial {info['number']} {info['state']} {value} {_fmt(info['params'])}{note}"
+            )
+
+    result = run_search(
+        args.file,
+        args.trials,
+        args.store,
+        root=args.root,
+        slots=args.slots,
+        metric=args.metric,
+        direction=args.direction,
+        sampler=args.sampler,
+        seed=args.seed,
+        retries=args.retries,
+        progress=progress,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        _print_result(result)
+    if result.interrupted:
+        return 130
+    return 0 if result.best is not None else 1
+
+
+def _print_result(result: Any) -> None:
+    out = Console()
+    table = Table(title=f"search {result.sweep}: {len(result.trials)} trials this call")
+    for col in ("trial", "state", result.metric, "params", "run"):
+        table.add_column(col, overflow="fold")
+    for t in result.trials:
+        value = "" if t.value is None else f"{t.value:.4g}"
+        table.add_row(str(t.number), t.state, value, _fmt(t.params), t.run_id or "")
+    out.print(table)
+    out.print(f"study {result.sweep}: {result.total_trials} trials in {result.study}")
+    if result.best is None:
+        out.print("[red]no trial has finished[/]")
+        return
+    b = result.best
+    out.print(
+        f"best: trial {b.number}, {result.metric} = {b.value:.4g} ({result.direction}), "
+        f"{_fmt(b.params)}; run {b.run_id} in {result.best_run_dir}"
+    )
