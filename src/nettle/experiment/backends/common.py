@@ -12,7 +12,6 @@ filesystem that the driver and every worker share (NFS, Lustre, ...).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -79,7 +78,7 @@ def run_job(
             on_start(proc)
         try:
             while proc.poll() is None:
-                time.sleep(0.05)
+                time.sleep(0.02)
         except BaseException:
             worker.stop_group(proc.pid, grace, proc)
             raise
@@ -119,6 +118,7 @@ class Driver:
         self.t0 = time.monotonic()
 
     def on_signal(self, signum: int, frame: Any) -> None:
+        """Signal handler: stop submitting, cancel what runs."""
         self.stop_signal = signum
 
     def prepare(self) -> list[PlannedRun]:
@@ -205,10 +205,8 @@ class Driver:
         self.result.preempted.append(run.id)
         self.emit("preempted", {"id": run.id, "name": run.name, "reason": reason})
 
-    def signal_name(self) -> str:
-        return signal.Signals(self.stop_signal).name if self.stop_signal else ""
-
     def finish(self) -> SweepResult:
+        """The result of the call, with its duration."""
         self.result.interrupted = self.stop_signal is not None
         self.result.seconds = time.monotonic() - self.t0
         return self.result
