@@ -23,6 +23,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 test-slow: $(STAMP)
+	# the browser check of the HTML report needs Debian's chromium (never a downloaded one)
+	command -v chromium || (apt-get update && apt-get install -y chromium)
 	$(BIN)/pytest -q -m slow
 
 bench: $(STAMP)

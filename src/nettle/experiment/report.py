@@ -345,10 +345,11 @@ table {{ border-collapse: collapse; margin: 0.5em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
 th {{ background: #f3f3f3; }} table.sortable th {{ cursor: pointer; }}
 table.sortable td {{ text-align: right; }} table.plain td {{ text-align: left; }}
+table.sortable td:first-child {{ text-align: left; white-space: nowrap; }}
 th[data-dir="asc"]::after {{ content: " \\25B2"; }} th[data-dir="desc"]::after {{ content: " \\25BC"; }}
 figure {{ display: inline-block; margin: 1em; vertical-align: top; }}
 img {{ max-width: 560px; }} figcaption, .caption {{ color: #555; font-size: 0.9em; }}
-.note {{ color: #a33; }}
+.note {{ color: #333; border-left: 3px solid #c9a227; padding-left: 0.6em; }}
 </style></head><body>
 <h1>{esc(page.title)}</h1><p>{page.today}</p><ul>{about}</ul>{note_html}
 <h2>Results</h2>{table}{left_out}
