@@ -27,6 +27,7 @@ from nettle.inspect.probes import (
     prediction_probabilities,
     top_patches,
 )
+from nettle.inspect.redirect import redirected_relu
 from nettle.inspect.trace import (
     FieldTracer,
     Rect,
@@ -40,6 +41,7 @@ __all__ = [
     "AugmentationEffect",
     "FeatureVis",
     "FieldTracer",
+    "InspectionFiles",
     "LayerStats",
     "Objective",
     "PatchSensitivity",
@@ -56,6 +58,7 @@ __all__ = [
     "deepdream",
     "direction",
     "fourier_image",
+    "inspect_run",
     "interpolate_activation",
     "neuron",
     "paste_patch",
@@ -64,6 +67,7 @@ __all__ = [
     "pixel_image",
     "prediction_probabilities",
     "receptive_field",
+    "redirected_relu",
     "register_pointwise",
     "register_receptive_field",
     "render",
@@ -71,3 +75,12 @@ __all__ = [
     "top_k",
     "top_patches",
 ]
+
+
+def __getattr__(name: str):
+    """`inspect_run` and `InspectionFiles` load on first use (they pull in matplotlib)."""
+    if name in ("inspect_run", "InspectionFiles"):
+        from nettle.inspect import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module 'nettle.inspect' has no attribute {name!r}")
