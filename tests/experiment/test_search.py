@@ -87,7 +87,7 @@ def test_done_configs_reuse_stored_results_and_failures_are_failed_trials(tmp_pa
 
 def test_space_errors_name_the_key(tmp_path):
     def space(entry):
-        return {"space": {"train.optim.lr": entry}, "_base": {}, "_name": "s"}
+        return {"train.optim.lr": entry}
 
     with pytest.raises(
         ConfigError, match=r"search.space.train.optim.lr: low must be a number.*1.0e-3"
@@ -100,10 +100,8 @@ def test_space_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"search.space.train.optim.lr.*greater than 0"):
         parse_space(space({"low": 0.0, "high": 0.1}))
     with pytest.raises(ConfigError, match=r"search.space.train.bogus.*unknown key"):
-        parse_space({"space": {"train.bogus": [1, 2]}, "_base": {}, "_name": "s"})
-    dists = parse_space(
-        {"space": {"train.epochs": {"low": 1, "high": 4}}, "_base": {}, "_name": "s"}
-    )
+        parse_space({"train.bogus": [1, 2]})
+    dists = parse_space({"train.epochs": {"low": 1, "high": 4}})
     assert type(dists["train.epochs"]).__name__ == "IntDistribution"
     with pytest.raises(ConfigError, match="grid does not apply to a search"):
         run_search(SPEC | {"grid": {"train.seed": [0, 1]}}, 1, tmp_path / "n.db", root=tmp_path)
@@ -134,3 +132,23 @@ def test_cli_search_prints_the_best_trial(tmp_path, capsys, monkeypatch, job):
     assert main(argv[:-1]) == 0
     text = capsys.readouterr().out
     assert "best: trial" in text and "study s: 4 trials" in text
+
+
+@pytest.mark.slow
+def test_real_digits_search_trains_each_trial(tmp_path):
+    base = {
+        "model": {"name": "simple-cnn", "kwargs": {"width": 4}},
+        "data": {"name": "digits", "batch_size": 64},
+        "train": {"epochs": 1, "device": "cpu", "tensorboard": False},
+    }
+    space = {"train.optim.lr": {"low": 1.0e-3, "high": 0.3, "log": True}}
+    spec = {"name": "real-search", "base": base, "search": {"space": space}}
+    store = Store(tmp_path / "nettle.db")
+    result = run_search(spec, 2, store, root=tmp_path, slots=2)
+    rows = store.query(sweep="real-search", status="done")
+    assert len(rows) == 2 and [t.state for t in result.trials] == ["complete"] * 2
+    assert result.best.value == max(r["metrics"]["test_acc"] for r in rows)
+    summary = json.loads(
+        (tmp_path / "real-search" / result.best.run_id / "summary.json").read_text()
+    )
+    assert summary["final"]["test_acc"] == result.best.value

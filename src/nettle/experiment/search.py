@@ -125,21 +125,22 @@ def _distribution(key: str, spec: Any) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def parse_space(spec: dict[str, Any], source: str = "<search>") -> dict[str, Any]:
-    """The `search:` section's space as Optuna distributions, each bound checked on the base.
+def parse_space(
+    space: Any, base: dict[str, Any] | None = None, name: str = "search", source: str = "<search>"
+) -> dict[str, Any]:
+    """A `search.space` mapping as Optuna distributions, each bound and choice checked on `base`.
 
     Raises:
         ConfigError: a malformed entry, or a bound or choice the config refuses (the message
             names the key).
     """
-    space = spec.get("space")
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{source}: search.space must map dotted config keys to distributions")
     dists = {str(k): _distribution(str(k), v) for k, v in space.items()}
     for key, dist in dists.items():
         values = dist.choices if hasattr(dist, "choices") else (dist.low, dist.high)
         for value in values:
-            _resolve(spec["_base"], spec["_name"], {key: value}, f"{source}: search.space.{key}")
+            _resolve(base or {}, name, {key: value}, f"{source}: search.space.{key}")
     return dists
 
 
@@ -230,7 +231,7 @@ def run_search(
     if n_trials < 0 or slots < 1:
         raise ValueError(f"need trials >= 0 and slots >= 1, got {n_trials} and {slots}")
     name, base, section, source = _load(spec)
-    space = parse_space(section | {"_base": base, "_name": name}, source)
+    space = parse_space(section.get("space"), base, name, source)
     metric = metric or section.get("metric") or "test_acc"
     direction = direction or section.get("direction") or "maximize"
     if direction not in ("maximize", "minimize"):
