@@ -199,3 +199,12 @@ def test_a_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"{last}: unreadable checkpoint (truncated or corrupt" in err
+
+
+def test_epoch_line_shows_character_error_rate_when_recorded():
+    from nettle.cli.train import format_epoch
+
+    record = {"epoch": 3, "train_loss": 0.5, "train_acc": 0.9, "lr": 0.01, "time": 1.0}
+    assert "CER" not in format_epoch(record)
+    line = format_epoch(record | {"test_acc": 0.975, "test_cer": 0.0042})
+    assert "test acc 97.50%" in line and "test CER 0.42%" in line
