@@ -34,6 +34,9 @@ _EXPORTS = {
     "SweepResult": "schedule",
     "run_sweep": "schedule",
     "write_report": "report",
+    "report_from_store": "store_report",
+    "run_search": "search",
+    "job_command": "job",
 }
 
 __all__ = sorted(_EXPORTS)
