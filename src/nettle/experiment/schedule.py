@@ -55,6 +55,7 @@ __all__ = [
     "SweepResult",
     "code_version",
     "default_command",
+    "record_plan",
     "run_dir_of",
     "run_sweep",
     "write_config",
@@ -113,6 +114,20 @@ def run_dir_of(root: str | Path, sweep: str, run_id: str) -> Path:
     return Path(root) / sweep / run_id
 
 
+def record_plan(store: Store, plan: SweepPlan, root: str | Path) -> None:
+    """Add the plan's runs to the store (runs it already holds keep their rows and run dirs)."""
+    store.add_runs(
+        {
+            "id": r.id,
+            "sweep": plan.name,
+            "name": r.name,
+            "config": r.config.model_dump(mode="json"),
+            "run_dir": str(run_dir_of(root, plan.name, r.id)),
+        }
+        for r in plan.runs
+    )
+
+
 def code_version() -> str | None:
     try:
         out = subprocess.run(
@@ -169,16 +184,7 @@ class _Scheduler:
 
     def prepare(self) -> list[PlannedRun]:
         """Record the runs, clear stale rows, and return the runs still to do."""
-        self.store.add_runs(
-            {
-                "id": r.id,
-                "sweep": self.plan.name,
-                "name": r.name,
-                "config": r.config.model_dump(mode="json"),
-                "run_dir": str(run_dir_of(self.root, self.plan.name, r.id)),
-            }
-            for r in self.plan.runs
-        )
+        record_plan(self.store, self.plan, self.root)
         todo = []
         for run in self.plan.runs:
             row = self.store.get(run.id) or {}

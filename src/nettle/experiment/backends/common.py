@@ -23,6 +23,7 @@ from nettle.experiment.schedule import (
     SweepResult,
     code_version,
     default_command,
+    record_plan,
     run_dir_of,
     write_config,
 )
@@ -123,16 +124,7 @@ class Driver:
 
     def prepare(self) -> list[PlannedRun]:
         """Record the runs, clear rows of dead drivers, and return the runs still to do."""
-        self.store.add_runs(
-            {
-                "id": r.id,
-                "sweep": self.plan.name,
-                "name": r.name,
-                "config": r.config.model_dump(mode="json"),
-                "run_dir": str(run_dir_of(self.root, self.plan.name, r.id)),
-            }
-            for r in self.plan.runs
-        )
+        record_plan(self.store, self.plan, self.root)
         todo = []
         for run in self.plan.runs:
             row = self.store.get(run.id) or {}
