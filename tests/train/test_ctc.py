@@ -185,3 +185,14 @@ def test_example_config_reads_lines(tmp_path):
     summary = run_experiment(cfg, tmp_path / "run")
     assert summary["final"]["test_acc"] >= 0.96  # measured 0.978
     assert summary["final"]["test_cer"] <= 0.008  # measured 0.0042
+
+
+def test_sequence_labels_without_ctc_loss_are_refused_by_name(tmp_path):
+    from nettle.config import ExperimentConfig
+    from nettle.experiment.run import run_experiment
+
+    cfg = ExperimentConfig.model_validate(
+        {"model": {"name": "crnn", "num_classes": 10}, "data": {"name": "digit-lines"}}
+    )
+    with pytest.raises(ValueError, match=r"train.loss=ce: data set 'digit-lines'.*train.loss: ctc"):
+        run_experiment(cfg, tmp_path / "run")

@@ -245,6 +245,7 @@ def _run_experiment(
         d = cfg.data
         train = create_dataset(d.name, "train", d.root, d.image_size, d.download)
         test = create_dataset(d.name, "test", d.root, d.image_size, d.download)
+        _check_labels(cfg, train)
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
         objective, extras = _student(cfg, model, device) if cfg.distill else (None, {})
@@ -302,6 +303,20 @@ def _run_experiment(
         if cfg.bayes is not None:
             extras["bayes"] = _bayes_report(cfg, model, test, d.eval_batch_size)
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed, write=main)
+
+
+def _check_labels(cfg: ExperimentConfig, train: Any) -> None:
+    """Sequence labels (one row per example) need `train.loss: ctc`, and only they do."""
+    tensors = getattr(train, "tensors", None)
+    if tensors is None or len(tensors) < 2:
+        return
+    sequences = tensors[1].dim() == 2
+    if sequences != (cfg.train.loss == "ctc"):
+        kind = "sequence labels" if sequences else "one class per example"
+        raise ValueError(
+            f"train.loss={cfg.train.loss}: data set {cfg.data.name!r} has {kind}; "
+            + ("set train.loss: ctc" if sequences else "ctc needs sequence labels (digit-lines)")
+        )
 
 
 def _ctc_objective(cfg: ExperimentConfig) -> Any:
