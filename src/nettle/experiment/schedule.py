@@ -55,6 +55,7 @@ __all__ = [
     "SweepResult",
     "code_version",
     "default_command",
+    "record_if_finished",
     "record_plan",
     "run_dir_of",
     "run_sweep",
@@ -112,6 +113,18 @@ def default_command(config: Path, run_dir: Path) -> list[str]:
 def run_dir_of(root: str | Path, sweep: str, run_id: str) -> Path:
     """`<root>/<sweep>/<run id>`."""
     return Path(root) / sweep / run_id
+
+
+def record_if_finished(store: Store, run_id: str, run_dir: Path, row: dict[str, Any]) -> bool:
+    """Whether the run dir's summary says done; a done run the store missed (its scheduler
+    died first) gets its final metrics and status recorded."""
+    summary = worker.read_summary(run_dir) or {}
+    if summary.get("status") != "done":
+        return False
+    if row.get("status") != "done":
+        store.record_metrics(run_id, worker.final_metrics(summary))
+        store.set_status(run_id, "done")
+    return True
 
 
 def record_plan(store: Store, plan: SweepPlan, root: str | Path) -> None:
@@ -193,13 +206,9 @@ class _Scheduler:
             if row.get("status") == "running" and not self._clear_stale(run, row):
                 self.result.busy.append(run.id)
                 continue
-            summary = worker.read_summary(run_dir) or {}
-            if summary.get("status") != "done":
+            if not record_if_finished(self.store, run.id, run_dir, row):
                 todo.append(run)
                 continue
-            if row.get("status") != "done":  # it finished, but its scheduler died first
-                self.store.record_metrics(run.id, worker.final_metrics(summary))
-                self.store.set_status(run.id, "done")
             self.result.skipped.append(run.id)
             self.emit("skip", {"id": run.id, "name": run.name})
         info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}

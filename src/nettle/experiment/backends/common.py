@@ -23,6 +23,7 @@ from nettle.experiment.schedule import (
     SweepResult,
     code_version,
     default_command,
+    record_if_finished,
     record_plan,
     run_dir_of,
     write_config,
@@ -138,13 +139,9 @@ class Driver:
                     continue
                 self.store.set_status(run.id, "preempted", reason="its scheduler stopped")
                 self.emit("stale", {"id": run.id, "name": run.name, "killed": 0})
-            summary = worker.read_summary(run_dir) or {}
-            if summary.get("status") != "done":
+            if not record_if_finished(self.store, run.id, run_dir, row):
                 todo.append(run)
                 continue
-            if row.get("status") != "done":
-                self.store.record_metrics(run.id, worker.final_metrics(summary))
-                self.store.set_status(run.id, "done")
             self.result.skipped.append(run.id)
             self.emit("skip", {"id": run.id, "name": run.name})
         info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}
