@@ -98,7 +98,8 @@ def evaluate(
     distributed: bool = False,
 ) -> dict[str, float]:
     """`metric` of `model` on `data` (eval mode, restored after); default `ClassificationMetric`
-    (mean cross-entropy and accuracy).
+    (mean cross-entropy, accuracy and, over more than 5 classes, `top5`; the trainer records
+    them as `test_loss`, `test_acc`, `test_top5`).
 
     With `distributed` (every rank must call it) each rank evaluates the examples `rank::world`
     and the metric's additive `sums` are added over the ranks: the result is that of the whole

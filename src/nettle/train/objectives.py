@@ -74,25 +74,49 @@ class EvalMetric(Protocol):
 
 
 class ClassificationMetric:
-    """Mean cross-entropy and argmax accuracy over the batches seen (additive `sums`)."""
+    """Mean cross-entropy, argmax accuracy and, for outputs of more than `k` classes, top-`k`
+    accuracy (`top5` by default) over the batches seen.
 
-    def __init__(self) -> None:
+    Its state is additive (`sums`), so the sums of several shards can be added before
+    `compute`; `topk_seen` counts the examples scored over more than `k` classes, so a shard
+    that saw no batch still agrees with the others on whether `top5` is reported.
+
+    Args:
+        k: the rank within which a prediction counts for `top<k>`.
+    """
+
+    def __init__(self, k: int = 5) -> None:
+        self.k = k
         self.reset()
 
     def reset(self) -> None:
         """Forget every batch seen."""
-        self.sums: dict[str, float] = {"loss": 0.0, "correct": 0, "seen": 0}
+        self.sums: dict[str, float] = {
+            "loss": 0.0,
+            "correct": 0,
+            "seen": 0,
+            "topk": 0,
+            "topk_seen": 0,
+        }
 
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Add a batch of logits (N, classes) and labels (N,)."""
         self.sums["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
         self.sums["correct"] += int((logits.argmax(1) == y).sum())
         self.sums["seen"] += len(y)
+        if logits.shape[1] > self.k:
+            top = logits.topk(self.k, dim=1).indices
+            self.sums["topk"] += int((top == y[:, None]).any(1).sum())
+            self.sums["topk_seen"] += len(y)
 
     def compute(self) -> dict[str, float]:
-        """{"loss": mean cross-entropy, "acc": accuracy}."""
+        """{"loss": mean cross-entropy, "acc": accuracy}, and "top<k>": the share of examples
+        whose class is among the `k` highest logits, when there are more than `k` classes."""
         n = max(self.sums["seen"], 1)
-        return {"loss": self.sums["loss"] / n, "acc": self.sums["correct"] / n}
+        out = {"loss": self.sums["loss"] / n, "acc": self.sums["correct"] / n}
+        if self.sums["topk_seen"]:
+            out[f"top{self.k}"] = self.sums["topk"] / self.sums["topk_seen"]
+        return out
 
 
 def auxiliary_logits(
