@@ -90,6 +90,9 @@ class DataConfig(_Strict):
     eval_batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    subset: int | None = Field(
+        None, ge=1, description="train on a stratified subset of this many examples (seeded)"
+    )
 
 
 class OptimConfig(_Strict):

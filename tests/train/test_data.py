@@ -10,7 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import ValidationError
+from torch.utils.data import Dataset, Subset, TensorDataset
 
+from nettle.config import DataConfig
 from nettle.registry import UnknownNameError
 from nettle.train.data import (
     create_dataset,
@@ -19,6 +22,8 @@ from nettle.train.data import (
     read_cifar_binary,
     read_cifar_pickle,
     read_idx,
+    stratified_subset,
+    subset_sizes,
 )
 from nettle.train.datasets.digits import digits_split_indices
 
@@ -382,3 +387,68 @@ def test_imagefolder_errors(tmp_path):
     _image_tree(tmp_path, splits=("val",), classes=("cat", "eel"))
     with pytest.raises(ValueError, match="class folders differ"):
         create_dataset("imagefolder", "test", root=tmp_path)
+
+
+# --- stratified subsets (data.subset) ---------------------------------------------------------
+
+
+def _counted(counts):
+    """A TensorDataset whose x is the example's index and whose y has `counts` per class."""
+    y = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    return TensorDataset(torch.arange(len(y)).float().view(-1, 1), y)
+
+
+def test_subset_sizes_round_to_exactly_n():
+    assert subset_sizes([50, 30, 15, 5], 10) == [5, 3, 2, 0]  # 1.5 and 0.5 tie: earlier first
+    assert subset_sizes([50, 30, 15, 5], 7) == [4, 2, 1, 0]  # remainders .5 .1 .05 .35
+    assert subset_sizes([50, 30, 15, 5], 100) == [50, 30, 15, 5]
+    assert subset_sizes([3, 3, 3], 1) == [1, 0, 0]
+
+
+def test_stratified_subset_keeps_class_shares_and_is_seeded():
+    data = _counted([50, 30, 15, 5])
+    sub = stratified_subset(data, 10, seed=3)
+    x, y = sub.tensors
+    assert isinstance(sub, TensorDataset) and len(sub) == 10
+    assert torch.bincount(y, minlength=4).tolist() == [5, 3, 2, 0]
+    index = x.flatten().long()
+    assert index.tolist() == sorted(set(index.tolist()))  # distinct, in the data set's order
+    assert torch.equal(data.tensors[1][index], y)  # each example keeps its own label
+    again = stratified_subset(data, 10, seed=3)
+    assert torch.equal(again.tensors[0], x) and torch.equal(again.tensors[1], y)
+    other = stratified_subset(data, 10, seed=4)
+    assert not torch.equal(other.tensors[0], x)
+    assert torch.bincount(other.tensors[1], minlength=4).tolist() == [5, 3, 2, 0]
+
+
+def test_stratified_subset_of_a_set_without_tensors_reads_targets():
+    class Listed(Dataset):
+        targets: ClassVar[list[int]] = [0, 1, 1, 1, 2, 2]
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return torch.zeros(1), self.targets[i]
+
+    sub = stratified_subset(Listed(), 4, seed=0)
+    assert isinstance(sub, Subset) and len(sub) == 4
+    # shares 4 * (1, 3, 2) / 6 = .67, 2, 1.33 -> 1, 2, 1
+    assert sorted(Listed.targets[i] for i in sub.indices) == [0, 1, 1, 2]
+
+
+def test_stratified_subset_of_sequence_labels_is_a_seeded_sample():
+    y = torch.tensor([[2, 1, 3], [1, 4, -1], [2, 5, 6], [1, 7, -1], [2, 8, 9]])
+    data = TensorDataset(torch.arange(5).float(), y)
+    sub = stratified_subset(data, 3, seed=1)
+    x = sub.tensors[0]
+    assert len(sub) == 3 and torch.equal(sub.tensors[1], y[x.long()])
+    assert torch.equal(stratified_subset(data, 3, seed=1).tensors[0], x)
+
+
+def test_stratified_subset_refuses_more_than_the_data_set():
+    with pytest.raises(ValueError, match="^data.subset=101: the training set has 100 examples$"):
+        stratified_subset(_counted([50, 50]), 101, seed=0)
+    assert DataConfig().subset is None and DataConfig(subset=12).subset == 12
+    with pytest.raises(ValidationError, match="subset"):
+        DataConfig(subset=0)
