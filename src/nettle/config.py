@@ -14,30 +14,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from nettle.safe_yaml import load_yaml, load_yaml_file
 
 __all__ = [
+    "EXECUTION_KEYS",
     "AdversarialConfig",
     "AugmentConfig",
     "BayesConfig",
+    "BudgetConfig",
     "CompressConfig",
     "ConfigError",
+    "CountStageConfig",
     "DataConfig",
     "DistillConfig",
+    "EvaluateConfig",
     "ExperimentConfig",
+    "InspectStageConfig",
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
     "config_hash",
+    "digest",
     "dump_config",
+    "identity",
     "load_config",
     "load_config_dict",
+    "section_clash",
 ]
 
 
@@ -46,7 +65,100 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Base of every config: unknown keys, non-finite floats and silent type changes refused.
+
+    pydantic alone reads `epochs: true` as 1 and `lr: "0.1"` as 0.1; here a value must have
+    its field's type already (an integer may stand for a float), so a slip in the YAML is an
+    error naming the field instead of a different experiment.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        problem = None if field is None else _coercion_problem(field.annotation, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+_SCALARS = (bool, int, float, str)
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _scalar_kinds(annotation: Any) -> set[type] | None:
+    """The scalar types a field takes; None when it takes anything (Any, Literal: pydantic's)."""
+    if annotation is Any or get_origin(annotation) is Literal:
+        return None
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds: set[type] = set()
+        for arg in get_args(annotation):
+            sub = _scalar_kinds(arg)
+            if sub is None:
+                return None
+            kinds |= sub
+        return kinds
+    return {annotation} if annotation in _SCALARS else set()
+
+
+def _item_annotation(annotation: Any, index: int) -> Any:
+    """The annotation of item `index` of a list or tuple field (Any when unknown)."""
+    for option in get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (
+        annotation,
+    ):
+        origin, args = get_origin(option), get_args(option)
+        if origin in (list, set, frozenset) and args:
+            return args[0]
+        if origin is tuple and args:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return args[0]
+            return args[index] if index < len(args) else Any
+    return Any
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{'an integer' if isinstance(value, int) else 'the number'} {value}"
+
+
+def _coercion_problem(annotation: Any, value: Any) -> str | None:
+    """Why `value` would only fit `annotation` by a silent change of type, or None."""
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            problem = _coercion_problem(_item_annotation(annotation, i), item)
+            if problem:
+                return f"item {i}: {problem}"
+        return None
+    kinds = _scalar_kinds(annotation)
+    if not kinds or not isinstance(value, _SCALARS):
+        return None
+    kind = type(value)
+    if kind in kinds or (kind is int and float in kinds) or (kind is float and int in kinds):
+        return None  # an int stands for a float; pydantic refuses 2.5 for an int
+    wanted = " or ".join(_KIND_NAMES[k] for k in _SCALARS if k in kinds)
+    return f"expected {wanted}, got {_show(value)}"
+
+
+class BudgetConfig(_Strict):
+    """A whole-network budget for a substitute (`nettle.compress.budget.solve_budget`)."""
+
+    params: float | None = Field(None, gt=0, description="target number of parameters")
+    macs: float | None = Field(None, gt=0, description="target multiply-adds for one example")
+    setting: float | None = Field(
+        None, description="the solved setting (written when the run is planned)"
+    )
+    achieved: int | None = Field(None, description="what the solved setting achieves")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BudgetConfig:
+        if (self.params is None) == (self.macs is None):
+            raise ValueError("give exactly one of params or macs, e.g. {params: 20000}")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -66,6 +178,17 @@ class ModelConfig(_Strict):
     maxout: Literal["", "max", "min", "minmax"] = Field(
         "", description="fold widened conv outputs with max/min (simple-cnn)"
     )
+    budget: BudgetConfig | None = Field(
+        None,
+        description="solve the substitute's setting for this budget when the run is planned "
+        "(model.conv names the substitute without a setting, e.g. Generic)",
+    )
+
+    @model_validator(mode="after")
+    def _budget_needs_a_substitute(self) -> ModelConfig:
+        if self.budget is not None and not self.conv:
+            raise ValueError("model.budget needs model.conv naming a substitute, e.g. Generic")
+        return self
 
 
 class AugmentConfig(_Strict):
@@ -199,10 +322,75 @@ class AdversarialConfig(_Strict):
     replays: int = Field(4, ge=1, description="free: times each minibatch is replayed")
 
 
+class CountStageConfig(_Strict):
+    """The cost stage of an evaluation (`nettle.measure.count`)."""
+
+    input: list[int] | None = Field(
+        None, min_length=1, description="input shape C,H,W of one example (default: the data's)"
+    )
+    convention: str = Field("default", description="counting convention (nettle count)")
+
+
+class InspectStageConfig(_Strict):
+    """The inspection stage of an evaluation (`nettle.inspect.inspect_run`)."""
+
+    layer: str | None = None
+    channels: list[int] | None = None
+    top: int = Field(9, ge=1)
+    featurevis: bool = False
+    steps: int = Field(512, ge=1)
+    max_examples: int | None = Field(None, ge=1)
+
+
+class EvaluateConfig(_Strict):
+    """What is measured on a trained run; each stage is cached under its own settings."""
+
+    count: CountStageConfig | None = Field(
+        default_factory=CountStageConfig, description="parameters and MACs (null: skip)"
+    )
+    attacks: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="attack name -> options, e.g. {pgd: {steps: 10}}"
+    )
+    eps: list[float] = Field(default_factory=list, description="epsilons of every attack")
+    limit: int | None = Field(None, ge=1, description="attack only the first N test examples")
+    seed: int = Field(0, ge=0, description="seed of the random attacks")
+    inspect: InspectStageConfig | None = None
+
+    @model_validator(mode="after")
+    def _attacks_need_eps(self) -> EvaluateConfig:
+        if self.attacks and not self.eps:
+            raise ValueError("attacks need eps, e.g. eps: [0.05, 0.1]")
+        for name, options in self.attacks.items():
+            if not isinstance(options, dict) or "eps" in options:
+                raise ValueError(f"attacks.{name}: options must be a mapping without eps")
+        if any(not e > 0 or e == float("inf") for e in self.eps):
+            raise ValueError(f"eps must be finite numbers above 0, got {self.eps}")
+        return self
+
+
+# execution settings: how and where a run executes, not what it computes; left out of its id
+EXECUTION_KEYS = (
+    "name",
+    "priority",
+    "evaluate",
+    "train.device",
+    "train.log_every",
+    "train.tensorboard",
+    "train.checkpoint_every",
+    "train.checkpoint_steps",
+    "train.nan_guard",
+    "train.nan_guard_grads",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "data.download",
+)
+
+
 class ExperimentConfig(_Strict):
     """One run: model + data + training, optionally distilled, compressed or Bayesian."""
 
     name: str = "run"
+    priority: int = Field(0, description="sweeps start runs of higher priority first")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -210,12 +398,50 @@ class ExperimentConfig(_Strict):
     distill: DistillConfig | None = None
     bayes: BayesConfig | None = None
     adversarial: AdversarialConfig | None = None
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @model_validator(mode="after")
     def _name_is_a_path_part(self) -> ExperimentConfig:
         if not self.name or "/" in self.name or self.name in {".", ".."}:
             raise ValueError(f"name must be a plain folder name, got {self.name!r}")
         return self
+
+    @model_validator(mode="after")
+    def _sections_combine(self) -> ExperimentConfig:
+        clash = section_clash(self)
+        if clash:
+            raise ValueError(clash)
+        return self
+
+
+def section_clash(cfg: ExperimentConfig) -> str | None:
+    """Why the sections of `cfg` cannot be trained together (one objective per run), or None."""
+    t = cfg.train
+    on = {
+        "distill": cfg.distill is not None,
+        "adversarial": cfg.adversarial is not None,
+        "bayes": cfg.bayes is not None,
+    }
+    logic = {
+        "train.loss": t.loss in ("sigmoid_mse", "bce"),
+        "train.strictening": t.strictening > 0,
+        "train.negatives": bool(t.negatives),
+    }
+    if t.loss == "ctc":
+        clash = [k for k, v in (on | logic).items() if v and k != "train.loss"]
+        clash += ["train.label_smoothing"] if t.label_smoothing > 0 else []
+        if clash:
+            return f"train.loss=ctc cannot be combined with {', '.join(clash)}"
+    if on["adversarial"] and (on["distill"] or on["bayes"]):
+        return "adversarial training cannot be combined with distill or bayes"
+    if on["bayes"] and on["distill"]:
+        return "bayes and distill cannot be combined in one run"
+    if any(logic.values()) and any(on.values()):
+        sections = [k for k, v in on.items() if v]
+        return f"train.loss/strictening/negatives cannot be combined with {', '.join(sections)}"
+    if t.negatives and t.loss not in ("sigmoid_mse", "bce"):
+        return "train.negatives needs a sigmoid loss (train.loss: sigmoid_mse or bce)"
+    return None
 
 
 def _format_error(err: ValidationError, source: str) -> str:
@@ -294,7 +520,33 @@ def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def config_hash(cfg: BaseModel, length: int = 12) -> str:
-    """A stable id of a resolved config: sha256 of its canonical JSON."""
-    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def identity(cfg: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that changes a run's results (no `EXECUTION_KEYS`)."""
+    tree = (
+        cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else json.loads(json.dumps(cfg))
+    )
+    for key in EXECUTION_KEYS:
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return tree
+
+
+def digest(data: Any, length: int = 12) -> str:
+    """sha256 of the canonical JSON of plain data, cut to `length` hex digits."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def config_hash(cfg: BaseModel | dict[str, Any], length: int = 12) -> str:
+    """A run's id: the digest of its config's `identity` (execution settings left out).
+
+    Two configs that differ only in where or how they execute (device, workers, logging,
+    names, evaluation) have the same id: they train the same numbers.
+    """
+    if isinstance(cfg, BaseModel) and not isinstance(cfg, ExperimentConfig):
+        return digest(cfg.model_dump(mode="json"), length)
+    return digest(identity(cfg), length)

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from nettle.config import ConfigError, load_config_dict
-from nettle.experiment.run import load_run_model, prepare_run_dir, run_experiment
+from nettle.experiment.run import prepare_run_dir, run_experiment
+from nettle.models.build import load_run_model
 
 
 def _cfg(**train):
@@ -51,7 +52,7 @@ def test_foreign_folder_is_refused(tmp_path):
 
 
 def test_model_defaults_come_from_the_data_set_unless_set():
-    from nettle.experiment.run import build_model
+    from nettle.models.build import build_model
     from nettle.train.data import get_dataset_info
 
     def cfg(**model):

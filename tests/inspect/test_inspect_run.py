@@ -7,7 +7,8 @@ from matplotlib.image import imread
 
 from nettle.cli import main
 from nettle.config import load_config_dict
-from nettle.experiment.run import load_run_model, run_experiment
+from nettle.experiment.run import run_experiment
+from nettle.models.build import load_run_model
 from nettle.inspect import FieldTracer, capture
 from nettle.inspect.report import default_layer, inspect_run
 from nettle.train.data import create_dataset

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nettle.experiment.run import load_run_model
+from nettle.models.build import load_run_model
 from nettle.train.checkpoint import load_checkpoint
 from nettle.train.data import create_dataset
 from nettle.train.loop import evaluate

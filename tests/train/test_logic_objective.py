@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from nettle.config import ConfigError, TrainConfig, load_config_dict
-from nettle.experiment.run import build_model, run_experiment
+from nettle.experiment.run import run_experiment
+from nettle.models.build import build_model
 from nettle.measure.timing import PhaseTimer
 from nettle.nn.logic import MinMaxOut, ReLog1p
 from nettle.train.logic_objective import LogicObjective

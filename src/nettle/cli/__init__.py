@@ -20,11 +20,15 @@ from nettle.registry import UnknownNameError
 __all__ = ["build_parser", "main"]
 
 
+HIDDEN_VERBS = ("_job",)  # run by the sweep executors, not listed in the help
+
+
 def _verbs() -> list[str]:
-    """Names of the verb modules of this package, in alphabetical order."""
+    """Names of the verb modules of this package, in alphabetical order, then hidden ones."""
     import pkgutil
 
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return names + list(HIDDEN_VERBS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"nettle.cli.{verb}")
         if hasattr(module, "add_parser"):
             module.add_parser(sub)
+    # hidden verbs parse, but are left out of the list of verbs in the help
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest not in HIDDEN_VERBS]
     return parser
 
 

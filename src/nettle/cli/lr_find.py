@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nettle.config import load_config
-    from nettle.experiment.run import build_model
+    from nettle.models.build import build_model
     from nettle.train.data import create_dataset
     from nettle.train.loop import build_optimizer, resolve_device
     from nettle.train.lr_find import lr_find, plot_lr_find

@@ -48,6 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--store", default=None, help="run store (default ROOT/nettle.db)")
         q.add_argument("--json", action="store_true", help="print JSON only")
         q.set_defaults(func=run)
+    plan.add_argument(
+        "--price",
+        type=float,
+        default=None,
+        metavar="USD_PER_HOUR",
+        help="estimate hours and cost of the unfinished runs from finished runs in the store",
+    )
     go.add_argument("--gpus", default=None, help="GPU ids, one job per GPU, e.g. 0,1,2")
     go.add_argument("--slots", type=int, default=None, help="CPU slots (or jobs per GPU)")
     go.add_argument("--retries", type=int, default=1, help="extra attempts of a failed run (1)")
@@ -86,30 +93,54 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_sweep(args.file)
     store_path = Path(args.store or Path(args.root) / "nettle.db")
     if args.sweep_verb == "plan":
-        return _plan(plan, store_path, args.json)
+        return _plan(plan, store_path, args.json, args.price)
     return _run(plan, store_path, args)
 
 
-def _plan(plan: Any, store_path: Path, as_json: bool) -> int:
+def _plan(plan: Any, store_path: Path, as_json: bool, price: float | None) -> int:
+    from nettle.experiment.resolve import plan_cost
     from nettle.experiment.store import Store
 
-    status = {}
+    status, estimate = {}, None
     if store_path.is_file():
-        status = {r["id"]: r["status"] for r in Store(store_path).query(sweep=plan.name)}
+        store = Store(store_path)
+        status = {r["id"]: r["status"] for r in store.query(sweep=plan.name)}
+    if price is not None:
+        from nettle.experiment.estimate import estimate_sweep
+
+        estimate = estimate_sweep(plan, Store(store_path) if store_path.is_file() else None, price)
     rows = [
         {"id": r.id, "name": r.name, "overrides": r.overrides, "status": status.get(r.id, "new")}
+        | plan_cost(r.config)
         for r in plan.runs
     ]
     if as_json:
-        print(json.dumps({"sweep": plan.name, "runs": rows}))
+        out = {"sweep": plan.name, "runs": rows}
+        print(json.dumps(out | ({"estimate": estimate.to_dict()} if estimate else {})))
         return 0
     table = Table(title=f"sweep {plan.name}: {len(rows)} runs")
-    for col in ("id", "run", "status"):
-        table.add_column(col)
+    for col in ("id", "run", "params", "MACs", "status"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
     for r in rows:
-        table.add_row(r["id"], r["name"], r["status"])
-    Console().print(table)
+        table.add_row(r["id"], r["name"], f"{r['params']:,}", f"{r['macs']:,}", r["status"])
+    console = Console()
+    console.print(table)
+    if estimate is not None:
+        _print_estimate(console, estimate, price)
     return 0
+
+
+def _print_estimate(console: Console, est: Any, price: float) -> None:
+    if est.hours is None:
+        for why in sorted(set(est.unknown.values())):
+            n = sum(1 for w in est.unknown.values() if w == why)
+            console.print(f"cannot estimate {n} run(s): {why}", highlight=False)
+        return
+    console.print(
+        f"estimate: {est.hours:.2f} h for {len(est.estimated)} unfinished runs, "
+        f"${est.usd:,.2f} at ${price:g}/h",
+        highlight=False,
+    )
 
 
 class _Board:

@@ -10,11 +10,14 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from nettle.errors import ExitCode
 
 __all__ = ["add_parser", "format_epoch", "phase_table", "run"]
 
@@ -47,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--store",
+        default=None,
+        help="run store to record the run in (default: the nettle.db of the root the run dir "
+        "is under, runs/nettle.db for runs/<name>/<id>)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON only")
     p.set_defaults(func=run)
@@ -81,12 +90,46 @@ def format_epoch(record: dict[str, Any]) -> str:
     return head + ("\n  phases (share, median per step): " + ", ".join(parts) if parts else "")
 
 
-def run(args: argparse.Namespace) -> int:
-    from nettle.config import load_config
-    from nettle.experiment.run import default_run_dir, run_experiment
+def _train_and_record(
+    cfg: Any, run_dir: Any, store_path: str | None, quiet: bool, progress: Any
+) -> tuple[dict[str, Any], Any]:
+    """The run's job (train, then its evaluation stages), recorded in the store by rank 0."""
+    from nettle.config import config_hash
+    from nettle.experiment.job import run_job
+    from nettle.experiment.record import code_version, record_run, store_for
     from nettle.train.guards import NonFiniteLossError
 
-    cfg = load_config(args.config, args.overrides)
+    store, run_id = None, config_hash(cfg)
+    if not quiet:
+        store = store_for(run_dir, store_path)
+        config = cfg.model_dump(mode="json")
+        store.add_run(run_id, config, sweep=cfg.name, name=cfg.name, run_dir=str(run_dir))
+        if store.get(run_id)["status"] != "running":
+            store.set_status(run_id, "running", pid=os.getpid(), code_version=code_version())
+    try:
+        summary, stages = run_job(cfg, run_dir, progress=progress)
+    except NonFiniteLossError as exc:
+        if store is not None:
+            store.record_failure(run_id, f"non-finite loss: {exc}")
+        raise
+    except BaseException as exc:
+        if store is not None:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)[:300]
+            status = "preempted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            store.set_status(run_id, status, reason=reason or type(exc).__name__)
+        raise
+    if store is not None:
+        record_run(store, run_id, Path(run_dir), cfg)
+    return summary, stages
+
+
+def run(args: argparse.Namespace) -> int:
+    from nettle.config import load_config
+    from nettle.experiment.resolve import resolve_budget
+    from nettle.experiment.run import default_run_dir
+    from nettle.train.guards import NonFiniteLossError
+
+    cfg = resolve_budget(load_config(args.config, args.overrides))
     run_dir = args.out or default_run_dir(cfg)
     quiet = os.environ.get("RANK", "0") != "0"  # torchrun: only rank 0 reports
     err = Console(stderr=True)
@@ -111,11 +154,12 @@ def run(args: argparse.Namespace) -> int:
                 bar.console.print(format_epoch(info), highlight=False, soft_wrap=True)
 
         try:
-            summary = run_experiment(cfg, run_dir, progress=progress)
+            summary, stages = _train_and_record(cfg, run_dir, args.store, quiet, progress)
         except NonFiniteLossError as exc:
             bar.stop()
             print(f"nettle train: stopped: {exc}", file=sys.stderr)
-            return 3
+            return ExitCode.NONFINITE
+    summary = summary | stages.metrics()
     if quiet:
         return 0
     if args.json:

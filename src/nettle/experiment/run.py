@@ -9,8 +9,10 @@ Layout of `runs/<name>/<run-id>/` (the run id is `config_hash(config)`):
     tb/             TensorBoard events
     summary.json    status, final and best metrics, parameters, phase totals
 
-A run dir that holds the same config is resumed (or reported done); one that holds a different
-config, or files that are not a run's, is refused and left untouched.
+A run dir that holds a config of the same identity (`nettle.config.identity`: everything but
+execution settings such as the device, workers, logging and evaluation) is resumed (or
+reported done), and each start's execution settings are noted in `env.json`; one that holds a
+different config, or files that are not a run's, is refused and left untouched.
 
 Under `torchrun` (`nettle.train.distributed`) every rank runs `run_experiment`: rank 0 prepares
 the run dir and writes `env.json`, `summary.json` and (in the trainer) the checkpoints and
@@ -33,17 +35,19 @@ import torch
 import yaml
 from torch import nn
 
-from nettle.config import ConfigError, ExperimentConfig, config_hash, dump_config, load_config_dict
+from nettle.config import (
+    EXECUTION_KEYS,
+    ConfigError,
+    ExperimentConfig,
+    config_hash,
+    dump_config,
+    identity,
+)
+from nettle.files import atomic_write
+from nettle.models.build import build_model, load_teacher
 from nettle.train.guards import NonFiniteLossError, default_dtype_guard
 
-__all__ = [
-    "build_model",
-    "default_run_dir",
-    "load_run_model",
-    "load_teacher",
-    "prepare_run_dir",
-    "run_experiment",
-]
+__all__ = ["default_run_dir", "prepare_run_dir", "run_experiment"]
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -60,12 +64,6 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if a != b else []
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path) -> tuple[Path, str]:
     """Check `run_dir` against `cfg`; returns the dir and "new", "resume" or "done".
 
@@ -74,13 +72,15 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path) -> tuple[Path, s
     """
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
-    wanted = cfg.model_dump(mode="json")
+    wanted = identity(cfg)
     if saved.is_file():
         try:
             have = yaml.safe_load(saved.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{saved}: unreadable ({exc}); refusing to touch {run_dir}") from None
-        differs = _diff(have, wanted)
+        if not isinstance(have, dict):
+            raise ConfigError(f"{saved}: not a run's config; refusing to touch {run_dir}")
+        differs = _diff(identity(have), wanted)
         if differs:
             raise ConfigError(
                 f"{run_dir} holds a run of a different config (differs in: {', '.join(differs)}); "
@@ -95,7 +95,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path) -> tuple[Path, s
             f"{run_dir} is not empty and holds no config.yaml; refusing to write into it"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(saved, dump_config(cfg))
+    atomic_write(saved, dump_config(cfg))
     return run_dir, "new"
 
 
@@ -126,10 +126,24 @@ def _environment(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
         "device": device,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "seed": cfg.train.seed,
+        "execution": _execution(cfg),
         "world_size": world_size(),
         "argv": sys.argv,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _execution(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The execution settings of this start (they may differ between resumes)."""
+    tree, out = cfg.model_dump(mode="json"), {}
+    for key in EXECUTION_KEYS:
+        if key == "evaluate":
+            continue
+        node: Any = tree
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key] = node
+    return out
 
 
 def _record_environment(path: Path, env: dict[str, Any]) -> None:
@@ -140,42 +154,7 @@ def _record_environment(path: Path, env: dict[str, Any]) -> None:
         first = None
     if isinstance(first, dict):
         env = first | {"resumes": [*first.get("resumes", []), env]}
-    _atomic_text(path, json.dumps(env, indent=2))
-
-
-def build_model(cfg: ExperimentConfig) -> nn.Module:
-    """The model of `cfg`; classes, channels and normalisation default to the data set's.
-
-    `model.kwargs` may set `mean` and `std` itself (null for no normalisation); otherwise the
-    data set's are used when the model takes the data set's number of channels.
-    """
-    from nettle.models import create_model
-    from nettle.train.data import get_dataset_info
-
-    info = get_dataset_info(cfg.data.name, cfg.data.root, cfg.data.image_size)
-    kwargs = dict(cfg.model.kwargs)
-    if cfg.model.maxout:
-        kwargs["maxout"] = cfg.model.maxout
-    in_channels = cfg.model.in_channels or info.in_channels
-    same = in_channels == info.in_channels
-    model = create_model(
-        cfg.model.name,
-        num_classes=cfg.model.num_classes or info.num_classes,
-        in_channels=in_channels,
-        conv=cfg.model.conv,
-        mean=kwargs.pop("mean", info.mean if same else None),
-        std=kwargs.pop("std", info.std if same else None),
-        **kwargs,
-    )
-    if cfg.model.activation != "relu":
-        from nettle.nn.logic import ReLog, ReLog1p, replace_relu
-
-        replace_relu(model, {"relog": ReLog, "relog1p": ReLog1p}[cfg.model.activation])
-    if cfg.model.checkpoint_blocks:
-        from nettle.nn.checkpointing import checkpoint_blocks
-
-        checkpoint_blocks(model)
-    return model
+    atomic_write(path, json.dumps(env, indent=2))
 
 
 def _seed_everything(seed: int) -> None:
@@ -249,26 +228,19 @@ def _run_experiment(
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
         objective, extras = _student(cfg, model, device) if cfg.distill else (None, {})
-        if cfg.adversarial is not None:
-            if cfg.distill is not None or cfg.bayes is not None:
-                raise ValueError("adversarial training cannot be combined with distill or bayes")
+        if cfg.adversarial is not None:  # the config refuses clashing sections (section_clash)
             from nettle.train.adversarial import create_adversarial
 
             objective = create_adversarial(cfg.adversarial, cfg.train.seed)
         from nettle.train.logic_objective import LogicObjective, needs_logic_objective
 
         if cfg.train.loss == "ctc":
-            objective = _ctc_objective(cfg)
+            from nettle.train.ctc import CTCObjective
+
+            objective = CTCObjective()
         elif needs_logic_objective(cfg.train):
-            if objective is not None or cfg.bayes is not None:
-                raise ValueError(
-                    "train.loss/strictening/negatives cannot be combined with "
-                    "distill, adversarial or bayes"
-                )
             objective = LogicObjective(cfg.train)
         if cfg.bayes is not None:
-            if cfg.distill is not None:
-                raise ValueError("bayes and distill cannot be combined in one run")
             from nettle.compress.bayes import BayesObjective
 
             objective = BayesObjective(len(train))
@@ -317,42 +289,6 @@ def _check_labels(cfg: ExperimentConfig, train: Any) -> None:
             f"train.loss={cfg.train.loss}: data set {cfg.data.name!r} has {kind}; "
             + ("set train.loss: ctc" if sequences else "ctc needs sequence labels (digit-lines)")
         )
-
-
-def _ctc_objective(cfg: ExperimentConfig) -> Any:
-    """The CTC objective of `train.loss: ctc`, which combines with no other objective."""
-    from nettle.train.ctc import CTCObjective
-
-    t = cfg.train
-    others = {
-        "distill": cfg.distill is not None,
-        "adversarial": cfg.adversarial is not None,
-        "bayes": cfg.bayes is not None,
-        "train.strictening": t.strictening > 0,
-        "train.negatives": bool(t.negatives),
-        "train.label_smoothing": t.label_smoothing > 0,
-    }
-    clash = [k for k, v in others.items() if v]
-    if clash:
-        raise ValueError(f"train.loss=ctc cannot be combined with {', '.join(clash)}")
-    return CTCObjective()
-
-
-def load_teacher(path: str | Path) -> nn.Module:
-    """A trained model from a run dir or from a checkpoint file (which holds its config)."""
-    from nettle.train.checkpoint import load_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        return load_run_model(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"distill.teacher: {path} is neither a run dir nor a checkpoint")
-    ckpt = load_checkpoint(path)
-    if not ckpt.get("config"):
-        raise ValueError(f"{path}: the checkpoint holds no config to rebuild the teacher from")
-    model = build_model(load_config_dict(ckpt["config"], source=str(path)))
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
 
 
 def _student(
@@ -428,27 +364,5 @@ def _write_summary(
         "resumed": resumed,
     }
     if write:
-        _atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
-
-
-def load_run_model(
-    run_dir: str | Path, cfg: ExperimentConfig | None = None, which: str = "best"
-) -> nn.Module:
-    """The trained model of a run dir (`best.pt`, else `last.pt`), in eval mode on the CPU."""
-    from nettle.train.checkpoint import load_checkpoint
-
-    run_dir = Path(run_dir)
-    if cfg is None:
-        path = run_dir / "config.yaml"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no config; is {run_dir} a run dir?")
-        cfg = load_config_dict(yaml.safe_load(path.read_text()), source=str(path))
-    ckpts = run_dir / "checkpoints"
-    order = ["best.pt", "last.pt"] if which == "best" else ["last.pt"]
-    found = next((ckpts / n for n in order if (ckpts / n).is_file()), None)
-    if found is None:
-        raise FileNotFoundError(f"{ckpts}: no checkpoint ({' or '.join(order)})")
-    model = build_model(cfg)
-    model.load_state_dict(load_checkpoint(found)["model"])
-    return model.eval()

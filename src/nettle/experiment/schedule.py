@@ -1,18 +1,22 @@
 """The local scheduler: a sweep's runs as parallel jobs on GPU or CPU slots, resumable.
 
-Each run is one job, `python -m nettle train CONFIG -o RUN_DIR --json` by default, in its own
-process group (see `nettle.experiment.worker`), pinned to one slot: a GPU from `gpus`
+Each run is one job, `python -m nettle _job RUN_DIR/job.yaml -o RUN_DIR` by default (train,
+then the evaluation stages of the run's config: `nettle.experiment.job`), in its own process
+group (see `nettle.experiment.worker`), pinned to one slot: a GPU from `gpus`
 (`CUDA_VISIBLE_DEVICES`; `slots` jobs per GPU) or a CPU slot (`CUDA_VISIBLE_DEVICES=""`);
 every job gets a fair share of the cores as `OMP_NUM_THREADS`.
 
 Layout of `<root>/<sweep>/<run id>/` (the run id is the config hash):
 
     config.yaml   the resolved config, written here only if absent (the trainer checks it)
+    job.yaml      the config of the latest job (execution and evaluation settings may change)
+    eval/         the evaluation stages (nettle.experiment.evaluation)
     log.txt       stdout and stderr of every attempt, appended, each after a header line
     ...           the trainer's files: checkpoints/, metrics.jsonl, summary.json, env.json
 
-A run is skipped when its summary.json says done (recorded in the store if the store missed
-it). Failed, preempted and interrupted runs start again and the trainer resumes them from
+A run is skipped when its summary.json says done and every evaluation stage of its config is
+in the run dir (recorded in the store if the store missed it); runs start in order of
+`priority` (higher first), then as planned. Failed, preempted and interrupted runs start again and the trainer resumes them from
 their checkpoint; a failure is retried `retries` times in one call unless retrying cannot help
 (bad input, non-finite loss). A run already in the store (the same config in another sweep)
 keeps its run dir. "running" rows of a scheduler that died are made "preempted" and
@@ -36,7 +40,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -45,22 +48,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nettle.config import dump_config
 from nettle.experiment import worker
+from nettle.experiment.record import (
+    code_version,
+    default_command,
+    record_outcome,
+    record_plan,
+    run_dir_of,
+    settle,
+    write_job_config,
+)
 from nettle.experiment.spec import PlannedRun, SweepPlan, plan_sweep
 from nettle.experiment.store import Store
 from nettle.experiment.worker import Outcome, Slot
 
-__all__ = [
-    "SweepResult",
-    "code_version",
-    "default_command",
-    "record_if_finished",
-    "record_plan",
-    "run_dir_of",
-    "run_sweep",
-    "write_config",
-]
+__all__ = ["SweepResult", "run_sweep"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, Any]], None]
@@ -105,68 +107,6 @@ class _Job:
     polled: float = 0.0
 
 
-def default_command(config: Path, run_dir: Path) -> list[str]:
-    """`python -m nettle train CONFIG -o RUN_DIR --json` with this interpreter."""
-    return [sys.executable, "-m", "nettle", "train", str(config), "-o", str(run_dir), "--json"]
-
-
-def run_dir_of(root: str | Path, sweep: str, run_id: str) -> Path:
-    """`<root>/<sweep>/<run id>`."""
-    return Path(root) / sweep / run_id
-
-
-def record_if_finished(store: Store, run_id: str, run_dir: Path, row: dict[str, Any]) -> bool:
-    """Whether the run dir's summary says done; a done run the store missed (its scheduler
-    died first) gets its final metrics and status recorded."""
-    summary = worker.read_summary(run_dir) or {}
-    if summary.get("status") != "done":
-        return False
-    if row.get("status") != "done":
-        store.record_metrics(run_id, worker.final_metrics(summary))
-        store.set_status(run_id, "done")
-    return True
-
-
-def record_plan(store: Store, plan: SweepPlan, root: str | Path) -> None:
-    """Add the plan's runs to the store (runs it already holds keep their rows and run dirs)."""
-    store.add_runs(
-        {
-            "id": r.id,
-            "sweep": plan.name,
-            "name": r.name,
-            "config": r.config.model_dump(mode="json"),
-            "run_dir": str(run_dir_of(root, plan.name, r.id)),
-        }
-        for r in plan.runs
-    )
-
-
-def code_version() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def write_config(run: PlannedRun, run_dir: Path) -> Path:
-    """The run's resolved config.yaml, written (atomically) only if absent."""
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / f".config.yaml.{os.getpid()}.tmp"
-        tmp.write_text(dump_config(run.config))
-        tmp.replace(path)
-    return path
-
-
 class _Scheduler:
     """The state of one `run_sweep` call."""
 
@@ -206,7 +146,7 @@ class _Scheduler:
             if row.get("status") == "running" and not self._clear_stale(run, row):
                 self.result.busy.append(run.id)
                 continue
-            if not record_if_finished(self.store, run.id, run_dir, row):
+            if not settle(self.store, run, run_dir, row):
                 todo.append(run)
                 continue
             self.result.skipped.append(run.id)
@@ -268,7 +208,7 @@ class _Scheduler:
     def launch(self, run: PlannedRun) -> None:
         """Claim the run in the store and start its job on a free slot."""
         run_dir = self.run_dirs[run.id]
-        config = write_config(run, run_dir)
+        config = write_job_config(run, run_dir)
         if not self.store.claim(run.id, self.owner, self.code_version):
             self.result.busy.append(run.id)
             self.emit("busy", {"id": run.id, "name": run.name, "host": None})
@@ -307,9 +247,10 @@ class _Scheduler:
         log_text = worker.log_tail(job.run_dir / "log.txt", job.log_offset, lines=200)
         outcome = worker.classify_exit(job.proc.returncode, summary, log_text, stopped)
         run, tail = job.run, "\n".join(log_text.splitlines()[-40:])
+        missing = record_outcome(self.store, run, job.run_dir) if outcome.status == "done" else ""
+        if outcome.status == "done" and missing:
+            outcome = Outcome("failed", missing, retry=True)
         if outcome.status == "done":
-            self.store.record_metrics(run.id, worker.final_metrics(summary or {}))
-            self.store.set_status(run.id, "done")  # after the metrics: a done row has them
             self.result.done.append(run.id)
             seconds = time.monotonic() - job.started
             self.emit("done", {"id": run.id, "name": run.name, "seconds": seconds})
@@ -411,6 +352,7 @@ def run_sweep(
         handlers = {s: signal.signal(s, sched.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         todo = sched.prepare()
+        todo.sort(key=lambda r: -r.config.priority)  # stable: planned order within a priority
         if todo and (not preflight or sched.preflight(todo)):
             sched.queue.extend(todo)
             sched.loop()

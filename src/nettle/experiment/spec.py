@@ -14,7 +14,8 @@ The expansion is grid x zip x list (each absent part is one empty variant); `exc
 runs whose resolved config has all the given values (a key that no run has is an error);
 `include` adds runs. Every run is a validated `ExperimentConfig` (errors name the file, the
 run's overrides and the field), identified by `config_hash` (the same spec gives the same ids
-in every process); duplicates collapse to the first.
+in every process); duplicates collapse to the first. A `model.budget` is solved here
+(`nettle.experiment.resolve.resolve_budget`): the resolved config names the setting.
 
 Example:
     >>> plan = plan_sweep({"name": "s", "grid": {"train.seed": [0, 1]}})
@@ -122,7 +123,15 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 def _resolve(base: dict[str, Any], name: str, overrides: dict[str, Any], source: str) -> PlannedRun:
     label = ",".join(f"{k}={_value(v)}" for k, v in overrides.items()) or "base"
     tree = {**base, "name": base.get("name", name)}
-    cfg = load_config_dict(tree, _overrides_list(overrides), source=f"{source} run [{label}]")
+    where = f"{source} run [{label}]"
+    cfg = load_config_dict(tree, _overrides_list(overrides), source=where)
+    if cfg.model.budget is not None:  # solved now, so the id names the exact network
+        from nettle.experiment.resolve import resolve_budget
+
+        try:
+            cfg = resolve_budget(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return PlannedRun(config_hash(cfg), label, dict(overrides), cfg)
 
 

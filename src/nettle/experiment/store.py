@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "Store", "StoreError"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("planned", "running", "done", "failed", "preempted")
 
 _TABLES = [
@@ -41,10 +41,24 @@ _TABLES = [
         run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, value REAL,
         PRIMARY KEY (run_id, key))""",
     "CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep, status)",
+    # a run belongs to every sweep that planned it (the same training is one run)
+    """CREATE TABLE IF NOT EXISTS sweep_runs (
+        sweep TEXT NOT NULL, run_id TEXT NOT NULL REFERENCES runs(id), name TEXT,
+        PRIMARY KEY (sweep, run_id))""",
+    # robust accuracy per attack, options (JSON), epsilon and number of attacked examples
+    """CREATE TABLE IF NOT EXISTS robustness (
+        run_id TEXT NOT NULL REFERENCES runs(id), attack TEXT NOT NULL, options TEXT NOT NULL,
+        eps REAL NOT NULL, examples INTEGER NOT NULL, accuracy REAL NOT NULL, clean_acc REAL,
+        warnings TEXT, stage TEXT, recorded REAL NOT NULL,
+        PRIMARY KEY (run_id, attack, options, eps, examples))""",
 ]
 # statements that bring schema version N up to N + 1
 _MIGRATIONS = {
     1: ["ALTER TABLE runs ADD COLUMN pgid INTEGER", "ALTER TABLE runs ADD COLUMN owner TEXT"],
+    2: [
+        "INSERT OR IGNORE INTO sweep_runs (sweep, run_id, name) "
+        "SELECT sweep, id, name FROM runs WHERE sweep IS NOT NULL"
+    ],
 }
 
 _FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
@@ -156,10 +170,9 @@ class Store:
     def add_runs(self, runs: Iterable[Mapping[str, Any]]) -> int:
         """Record planned runs (`id`, `config`, optional `sweep`, `name`, `run_dir`).
 
-        An existing id keeps its row (never overwritten); returns how many were new.
-
-        Raises:
-            StoreError: an existing id holds a different config.
+        An existing id keeps its row and run dir (never overwritten) and is added to the
+        sweep: the id is the config's identity (`nettle.config.config_hash`), so the same
+        training planned by two sweeps is one run, listed in both. Returns how many were new.
         """
         rows = [
             (
@@ -175,10 +188,13 @@ class Store:
         def add(db: sqlite3.Connection) -> int:
             added, now = 0, time.time()
             for run_id, sweep, name, run_dir, config in rows:
-                have = db.execute("SELECT config FROM runs WHERE id=?", (run_id,)).fetchone()
+                if sweep is not None:
+                    db.execute(
+                        "INSERT OR IGNORE INTO sweep_runs (sweep, run_id, name) VALUES (?, ?, ?)",
+                        (sweep, run_id, name),
+                    )
+                have = db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone()
                 if have is not None:
-                    if have[0] != config:
-                        raise StoreError(f"run {run_id!r} already exists with a different config")
                     continue
                 db.execute(
                     "INSERT INTO runs (id, sweep, name, run_dir, config, created) "
@@ -278,6 +294,35 @@ class Store:
             lambda db: db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)", rows)
         )
 
+    def record_robustness(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Store robust accuracies, keyed by attack, options, epsilon and examples attacked.
+
+        Each row: `attack`, `options` (a mapping), `eps`, `accuracy`, `examples`, optional
+        `clean_acc`, `warnings` (strings) and `stage` (the stage file). A key recorded again
+        is replaced; other keys (other epsilons, options or limits) stay beside it.
+        """
+        now = time.time()
+        values = [
+            (
+                run_id,
+                str(r["attack"]),
+                json.dumps(dict(r.get("options") or {}), sort_keys=True),
+                float(r["eps"]),
+                int(r["examples"]),
+                float(r["accuracy"]),
+                None if r.get("clean_acc") is None else float(r["clean_acc"]),
+                json.dumps(list(r.get("warnings") or [])),
+                r.get("stage"),
+                now,
+            )
+            for r in rows
+        ]
+        self._write(
+            lambda db: db.executemany(
+                "INSERT OR REPLACE INTO robustness VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values
+            )
+        )
+
     # --- reads ------------------------------------------------------------------------
 
     def get(self, run_id: str) -> dict[str, Any] | None:
@@ -301,10 +346,12 @@ class Store:
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         clauses, params = [], []
-        for column, value in (("sweep", sweep), ("status", status)):
-            if value is not None:
-                clauses.append(f"r.{column} = ?")
-                params.append(value)
+        if sweep is not None:
+            clauses.append("r.id IN (SELECT run_id FROM sweep_runs WHERE sweep = ?)")
+            params.append(sweep)
+        if status is not None:
+            clauses.append("r.status = ?")
+            params.append(status)
         for item in where or []:
             clause, values = self._filter(item)
             clauses.append(clause)
@@ -314,12 +361,33 @@ class Store:
         try:
             runs = [dict(row) for row in db.execute(sql + " ORDER BY r.created, r.id", params)]
             for run in runs:
-                run["config"] = json.loads(run["config"])
-                rows = db.execute("SELECT key, value FROM metrics WHERE run_id=?", (run["id"],))
-                run["metrics"] = dict(rows.fetchall())
+                self._attach(db, run, sweep)
         finally:
             db.close()
         return runs
+
+    @staticmethod
+    def _attach(db: sqlite3.Connection, run: dict[str, Any], sweep: str | None) -> None:
+        """Add a run's config, metrics, sweeps and robust accuracies to its row."""
+        run["config"] = json.loads(run["config"])
+        rows = db.execute("SELECT key, value FROM metrics WHERE run_id=?", (run["id"],))
+        run["metrics"] = dict(rows.fetchall())
+        member = db.execute(
+            "SELECT sweep, name FROM sweep_runs WHERE run_id=? ORDER BY sweep", (run["id"],)
+        ).fetchall()
+        run["sweeps"] = [m[0] for m in member]
+        if sweep is not None:  # the name the run has in the sweep asked for
+            run["name"] = next((m[1] for m in member if m[0] == sweep), run["name"])
+        robust = db.execute(
+            "SELECT attack, options, eps, examples, accuracy, clean_acc, warnings, stage "
+            "FROM robustness WHERE run_id=? ORDER BY attack, options, examples, eps",
+            (run["id"],),
+        ).fetchall()
+        run["robustness"] = [
+            dict(r) | {"options": json.loads(r["options"]), "warnings": json.loads(r["warnings"])}
+            for r in robust
+        ]
+        run["robustness_warnings"] = sorted({w for r in run["robustness"] for w in r["warnings"]})
 
     @staticmethod
     def _filter(item: str) -> tuple[str, list[Any]]:
@@ -329,8 +397,10 @@ class Store:
             raise StoreError(f"filter {item!r}: expected KEY OP VALUE, e.g. test_acc>0.9")
         key, op, raw = match.groups()
         value = _literal(raw)
+        if key == "sweep":  # a run belongs to every sweep that planned it
+            return f"r.id IN (SELECT run_id FROM sweep_runs WHERE sweep {op} ?)", [raw]
         if key in _COLUMNS:  # the key is from a fixed set and op from the regex
-            value = raw if key in ("id", "name", "sweep") else value
+            value = raw if key in ("id", "name") else value
             clause = _compare(f"r.{key}", op, value)
             return clause, [] if value is None else [value]
         if "." in key:

@@ -28,7 +28,6 @@ from typing import IO, Any
 
 __all__ = [
     "MARKER",
-    "STAGES",
     "Outcome",
     "Slot",
     "classify_exit",
@@ -52,7 +51,6 @@ __all__ = [
 MARKER = "NETTLE_RUN_ID"
 # a job with stages after training writes {"status": "running"} here before it trains and
 # {"status": "done", "metrics": {...}} at its end (see `read_summary`)
-STAGES = "stages.json"
 _PR_SET_PDEATHSIG = 1
 _OOM = re.compile(
     r"MemoryError|OutOfMemoryError|out of memory|Cannot allocate memory|"
@@ -322,22 +320,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The job's summary: `run_dir/summary.json` (None if missing or unreadable), with the
-    stages the job runs after training folded in when it declared them in `stages.json`.
-
-    Then the status is "done" only if the stages are done too (a job cut off after training
-    runs again), and the numbers of the stages' `metrics` (cost, robust accuracies) become
-    top-level values, recorded with the final metrics.
-    """
-    summary = _read_json(run_dir / "summary.json")
-    if summary is None or not (run_dir / STAGES).exists():
-        return summary
-    stages = _read_json(run_dir / STAGES) or {}
-    metrics = stages.get("metrics") if isinstance(stages.get("metrics"), dict) else {}
-    status = summary.get("status")
-    if status == "done" and stages.get("status") != "done":
-        status = "stages " + str(stages.get("status") or "unreadable")
-    return {**summary, **metrics, "status": status}
+    """The run's `summary.json` (None if missing or unreadable)."""
+    return _read_json(run_dir / "summary.json")
 
 
 def final_metrics(summary: dict[str, Any]) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def inspect_run(
     import yaml
 
     from nettle.config import load_config_dict
-    from nettle.experiment.run import load_run_model
+    from nettle.models.build import load_run_model
     from nettle.train.data import create_dataset
 
     run_dir, out = Path(run_dir), Path(out_dir)

@@ -45,7 +45,7 @@ def ensemble_accuracy(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Ten
 
 def load_snapshots(run_dir: str | Path) -> list[nn.Module]:
     """The models of every snapshot checkpoint of a run, oldest first."""
-    from nettle.experiment.run import load_teacher
+    from nettle.models.build import load_teacher
 
     paths = sorted(
         Path(run_dir, "checkpoints").glob("snapshot-step*.pt"),

@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from nettle.experiment import worker
-from nettle.experiment.schedule import (
-    SweepResult,
+from nettle.experiment.record import (
     code_version,
     default_command,
-    record_if_finished,
+    record_outcome,
     record_plan,
     run_dir_of,
-    write_config,
+    settle,
+    write_job_config,
 )
+from nettle.experiment.schedule import SweepResult
 from nettle.experiment.spec import PlannedRun, SweepPlan
 from nettle.experiment.store import Store
 from nettle.experiment.worker import Outcome
@@ -139,19 +140,19 @@ class Driver:
                     continue
                 self.store.set_status(run.id, "preempted", reason="its scheduler stopped")
                 self.emit("stale", {"id": run.id, "name": run.name, "killed": 0})
-            if not record_if_finished(self.store, run.id, run_dir, row):
+            if not settle(self.store, run, run_dir, row):
                 todo.append(run)
                 continue
             self.result.skipped.append(run.id)
             self.emit("skip", {"id": run.id, "name": run.name})
         info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}
         self.emit("plan", info | {"slots": [self.backend]})
-        return todo
+        return sorted(todo, key=lambda r: -r.config.priority)  # higher priority first
 
     def claim(self, run: PlannedRun) -> tuple[Path, str] | None:
         """Write the run's config, mark it running; its config path and log header, or None."""
         run_dir = self.run_dirs[run.id]
-        config = write_config(run, run_dir)
+        config = write_job_config(run, run_dir)
         if not self.store.claim(run.id, self.owner, self.code_version):
             self.result.busy.append(run.id)
             self.emit("busy", {"id": run.id, "name": run.name, "host": None})
@@ -173,9 +174,12 @@ class Driver:
             summary, log_text = report.get("summary"), report.get("log", "")
             outcome = worker.classify_exit(report["returncode"], summary, log_text)
         tail = "\n".join(log_text.splitlines()[-40:])
+        missing = outcome.status == "done" and record_outcome(
+            self.store, run, self.run_dirs[run.id]
+        )
+        if missing:
+            outcome = Outcome("failed", missing, retry=True)
         if outcome.status == "done":
-            self.store.record_metrics(run.id, worker.final_metrics(summary or {}))
-            self.store.set_status(run.id, "done")  # after the metrics: a done row has them
             self.result.done.append(run.id)
             seconds = (report or {}).get("seconds", 0.0)
             self.emit("done", {"id": run.id, "name": run.name, "seconds": seconds})

@@ -1,0 +1,279 @@
+"""Evaluation stages of a trained run, each cached in the run dir under its own settings.
+
+A run's `evaluate:` section (`nettle.config.EvaluateConfig`) names the stages that follow
+training: `count` (parameters and multiply-adds), the attacks (robust accuracy per attack and
+epsilon, with the gradient-masking checks) and optionally `inspect`. Each stage is a file
+
+    <run dir>/eval/<kind>-<key>.json        (inspect: also the folder eval/inspect-<key>/)
+
+where `key` is the digest of the stage's own settings and of the checkpoint it read (its
+sha256). Changing `evaluate.eps` therefore runs only a new attack stage; two evaluations with
+different settings both stay; a stage that exists is read, never recomputed or replaced.
+
+`run_stages(run_dir, cfg)` runs the missing stages and returns every stage of `cfg`;
+`collect_stages(run_dir, cfg)` only reads them (None while one is missing): the sweep drivers
+use it to record a finished run's numbers in the store.
+
+Example:
+    >>> stages = run_stages("runs/digits/0123abcd4567", cfg)  # doctest: +SKIP
+    >>> stages.metrics()["macs"]  # doctest: +SKIP
+    2379008
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nettle.config import ExperimentConfig, digest
+from nettle.files import write_json
+
+__all__ = [
+    "Stages",
+    "attack_settings",
+    "checkpoint_of",
+    "collect_stages",
+    "file_digest",
+    "robustness_rows",
+    "run_attack_stage",
+    "run_stages",
+]
+
+EVAL_DIR = "eval"
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Stages:
+    """The results of a run's evaluation stages (plain data from the stage files)."""
+
+    count: dict[str, Any] | None = None
+    attack: dict[str, Any] | None = None
+    inspect: dict[str, Any] | None = None
+    files: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for the store: params, macs, macs_executed."""
+        c = (self.count or {}).get("result") or {}
+        return {k: c[k] for k in ("params", "macs", "macs_executed") if c.get(k) is not None}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (the identity of the checkpoint a stage read)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_of(run_dir: Path) -> Path:
+    """The checkpoint evaluations read: `best.pt`, else `last.pt`."""
+    ckpts = Path(run_dir) / "checkpoints"
+    for name in ("best.pt", "last.pt"):
+        if (ckpts / name).is_file():
+            return ckpts / name
+    raise FileNotFoundError(f"{ckpts}: no checkpoint (best.pt or last.pt); is the run trained?")
+
+
+def attack_settings(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The settings that make an attack stage's numbers, or None when no attack is asked."""
+    e = cfg.evaluate
+    if not e.attacks:
+        return None
+    attacks = {name.lower(): dict(opts) for name, opts in sorted(e.attacks.items())}
+    return {"attacks": attacks, "eps": sorted(e.eps), "limit": e.limit, "seed": e.seed}
+
+
+def _settings(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    e, out = cfg.evaluate, {}
+    if e.count is not None:
+        out["count"] = e.count.model_dump(mode="json")
+    attack = attack_settings(cfg)
+    if attack is not None:
+        out["attack"] = attack
+    if e.inspect is not None:
+        out["inspect"] = e.inspect.model_dump(mode="json")
+    return out
+
+
+def _stage_path(folder: Path, kind: str, settings: dict[str, Any], ckpt_digest: str) -> Path:
+    return folder / EVAL_DIR / f"{kind}-{digest({'settings': settings, 'ckpt': ckpt_digest})}.json"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "result" in data else None
+
+
+def collect_stages(run_dir: str | Path, cfg: ExperimentConfig) -> Stages | None:
+    """Every stage of `cfg.evaluate` read from the run dir, or None while one is missing."""
+    run_dir = Path(run_dir)
+    try:
+        ckpt = checkpoint_of(run_dir)
+    except FileNotFoundError:
+        return None
+    d, stages = file_digest(ckpt), Stages()
+    for kind, settings in _settings(cfg).items():
+        path = _stage_path(run_dir, kind, settings, d)
+        data = _read(path)
+        if data is None:
+            return None
+        setattr(stages, kind, data)
+        stages.files.append(str(path))
+    return stages
+
+
+def _test_tensors(data_cfg: Any) -> tuple[Any, Any]:
+    import torch
+
+    from nettle.train.data import create_dataset
+
+    test = create_dataset(data_cfg.name, "test", data_cfg.root, data_cfg.image_size)
+    if hasattr(test, "tensors"):
+        return test.tensors[0], test.tensors[1]
+    xs, ys = zip(*test)
+    return torch.stack(xs), torch.as_tensor(ys)
+
+
+def _count_stage(model: Any, cfg: ExperimentConfig, x: Any) -> dict[str, Any]:
+    from nettle.measure import count
+
+    c = cfg.evaluate.count
+    shape = tuple(c.input) if c.input else tuple(x.shape[1:])
+    report = count(model, shape, c.convention)
+    return {
+        "params": report.params,
+        "macs": report.macs,
+        "macs_executed": report.macs_executed,
+        "input": list(shape),
+        "convention": c.convention,
+        "unsupported": [str(u) for u in report.unsupported],
+    }
+
+
+def run_attack_stage(
+    folder: Path,
+    model: Any,
+    data: tuple[Any, Any],
+    settings: dict[str, Any],
+    ckpt: Path,
+    progress: Any = None,
+) -> tuple[Path, dict[str, Any], bool]:
+    """Run (or read) one attack stage of `model` on `data`; returns (file, record, cached).
+
+    The stage file goes to `folder/eval/attack-<key>.json`; `settings` as from
+    `attack_settings` (attacks, eps, limit, seed).
+    """
+    from nettle.attack import evaluate_robustness
+
+    d = file_digest(ckpt)
+    path = _stage_path(folder, "attack", settings, d)
+    have = _read(path)
+    if have is not None:
+        return path, have, True
+    x, y = data
+    if settings.get("limit"):
+        x, y = x[: settings["limit"]], y[: settings["limit"]]
+    result = evaluate_robustness(
+        model,
+        (x, y),
+        settings["attacks"],
+        settings["eps"],
+        seed=settings["seed"],
+        progress=progress,
+    )
+    record = _record("attack", settings, ckpt, d, result.to_dict())
+    path.parent.mkdir(exist_ok=True)
+    write_json(path, record)
+    return path, record, False
+
+
+def _record(kind: str, settings: dict[str, Any], ckpt: Path, d: str, result: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "settings": settings,
+        "checkpoint": {"file": ckpt.name, "sha256": d},
+        "result": result,
+    }
+
+
+def run_stages(
+    run_dir: str | Path, cfg: ExperimentConfig, progress: Progress | None = None
+) -> Stages:
+    """Run the missing evaluation stages of a trained run; returns every stage's record."""
+    from nettle.models.build import load_run_model
+
+    run_dir = Path(run_dir)
+    emit = progress or (lambda event, info: None)
+    settings = _settings(cfg)
+    ckpt = checkpoint_of(run_dir)
+    d = file_digest(ckpt)
+    missing = {k: s for k, s in settings.items() if _read(_stage_path(run_dir, k, s, d)) is None}
+    if missing:
+        model = load_run_model(run_dir, cfg, checkpoint=ckpt)
+        x, y = _test_tensors(cfg.data)
+        (run_dir / EVAL_DIR).mkdir(exist_ok=True)
+        for kind, s in missing.items():
+            emit("stage", {"kind": kind})
+            if kind == "attack":
+                run_attack_stage(run_dir, model, (x, y), s, ckpt)
+                continue
+            if kind == "count":
+                result = _count_stage(model, cfg, x)
+            else:
+                result = _inspect_stage(run_dir, cfg, s, d)
+            write_json(_stage_path(run_dir, kind, s, d), _record(kind, s, ckpt, d, result))
+    stages = collect_stages(run_dir, cfg)
+    assert stages is not None  # every stage was just written
+    return stages
+
+
+def _inspect_stage(run_dir: Path, cfg: ExperimentConfig, s: dict[str, Any], d: str) -> Any:
+    from nettle.inspect import inspect_run
+
+    out = run_dir / EVAL_DIR / f"inspect-{digest({'settings': s, 'ckpt': d})}"
+    files = inspect_run(
+        run_dir,
+        out,
+        layer=s["layer"],
+        channels=s["channels"],
+        top=s["top"],
+        featurevis=s["featurevis"],
+        steps=s["steps"],
+        max_examples=s["max_examples"],
+        seed=cfg.evaluate.seed,
+    )
+    return {
+        "folder": str(out.relative_to(run_dir)),
+        "layer": files.layer,
+        "channels": list(files.channels),
+    }
+
+
+def robustness_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Store rows (attack, options, eps, accuracy, ...) of one attack stage record."""
+    s, r = record["settings"], record["result"]
+    warnings = list(r.get("warnings") or [])
+    rows = []
+    for attack, curve in (r.get("accuracy") or {}).items():
+        for eps, acc in curve.items():
+            rows.append(
+                {
+                    "attack": attack,
+                    "options": s["attacks"].get(attack, {}),
+                    "eps": float(eps),
+                    "accuracy": float(acc),
+                    "examples": int(r.get("examples") or 0),
+                    "clean_acc": r.get("clean_accuracy"),
+                    "warnings": warnings,
+                }
+            )
+    return rows
