@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from nettle.safe_yaml import load_yaml, load_yaml_file
+from nettle.safe_yaml import YAMLInputError, load_yaml, load_yaml_file
 
 __all__ = [
     "EXECUTION_KEYS",
@@ -105,9 +105,8 @@ def _scalar_kinds(annotation: Any) -> set[type] | None:
 
 def _item_annotation(annotation: Any, index: int) -> Any:
     """The annotation of item `index` of a list or tuple field (Any when unknown)."""
-    for option in get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (
-        annotation,
-    ):
+    is_union = get_origin(annotation) in (Union, types.UnionType)
+    for option in get_args(annotation) if is_union else (annotation,):
         origin, args = get_origin(option), get_args(option)
         if origin in (list, set, frozenset) and args:
             return args[0]
@@ -123,7 +122,7 @@ def _show(value: Any) -> str:
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, str):
         return f"the string {value!r}"
-    return f"{'an integer' if isinstance(value, int) else 'the number'} {value}"
+    return f"the {'integer' if isinstance(value, int) else 'number'} {value}"
 
 
 def _coercion_problem(annotation: Any, value: Any) -> str | None:
@@ -444,15 +443,44 @@ def section_clash(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _format_error(
+    err: ValidationError, source: str, schema: type[BaseModel] | None = None, most: int = 5
+) -> str:
+    """One line: `source: field: problem (got value)` for each error, the first `most` of them."""
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:most]:
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            known = _known_keys(schema, e["loc"][:-1])
+            msg = "unknown key" + (f"; known: {', '.join(known)}" if known else "")
+        elif e["type"] != "value_error" and isinstance(e.get("input"), bool | int | float | str):
+            msg += f" (got {_yaml_scalar(e['input'])})"
         parts.append(f"{loc}: {msg}")
-    return f"{source}: " + "; ".join(parts)
+    if len(errors) > most:
+        parts.append(f"and {len(errors) - most} more")
+    return " ".join(f"{source}: {'; '.join(parts)}".split())
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A scalar as it would be written in YAML (`true`, `.inf`, `'3'`)."""
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return text.removesuffix("...").strip()
+
+
+def _known_keys(schema: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the section of `schema` at `loc` (empty if it is not a config)."""
+    model: Any = schema
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return []
+        options = get_args(field.annotation) or (field.annotation,)
+        model = next((o for o in options if isinstance(o, type) and issubclass(o, BaseModel)), None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -466,18 +494,47 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.sub=value` strings to a raw config dict; values are parsed as YAML scalars."""
-    out = json.loads(json.dumps(tree))  # deep copy of plain data
+def _plain_copy(value: Any, source: str, where: str = "") -> Any:
+    """A deep copy of YAML/JSON data; dates, bytes, sets and non-string keys are refused."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"{source}: {where or '(top level)'}: key {key!r} is not a string; quote it"
+                )
+            out[key] = _plain_copy(item, source, f"{where}.{key}" if where else key)
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain_copy(v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise ConfigError(
+        f"{source}: {where or '(top level)'}: a {type(value).__name__} ({value}) is not a "
+        "config value; quote it to make it a string"
+    )
+
+
+def apply_overrides(
+    tree: dict[str, Any], overrides: list[str], source: str = "<config>"
+) -> dict[str, Any]:
+    """Apply `key.sub=value` strings to a raw config dict; values are parsed as YAML scalars.
+
+    The result is a deep copy of plain data (mappings with string keys, lists, strings,
+    numbers, booleans, null); anything else in `tree` (a YAML date, bytes) raises
+    `ConfigError` naming `source` and the key.
+    """
+    out = _plain_copy(tree, source)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        option = f"--set {item!r}"
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
-        _set_dotted(out, key.strip(), value)
+            value = load_yaml(raw, source=option) if raw.strip() else ""
+        except YAMLInputError as exc:
+            raise ConfigError(str(exc)) from None
+        _set_dotted(out, key.strip(), _plain_copy(value, option, key.strip()))
     return out
 
 
@@ -492,11 +549,11 @@ def load_config_dict(
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
-    tree = apply_overrides(tree, overrides or [])
+    tree = apply_overrides(tree, overrides or [], source)
     try:
         return schema.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        raise ConfigError(_format_error(err, source, schema)) from None
 
 
 def load_config(
@@ -504,14 +561,19 @@ def load_config(
     overrides: list[str] | None = None,
     schema: type[BaseModel] = ExperimentConfig,
 ) -> Any:
-    """Load a YAML file (safe loader) into `schema`, applying dotted overrides."""
+    """Load a YAML file into `schema`, applying dotted overrides.
+
+    The file is read by `nettle.safe_yaml.load_yaml_file`: at most 1 MB of UTF-8, no key twice
+    in a mapping, bounded nesting and alias expansion.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        what = "a folder, not a config file" if path.is_dir() else "no such config file"
+        raise ConfigError(f"{path}: {what}")
     try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        tree = load_yaml_file(path)
+    except (YAMLInputError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from None
     return load_config_dict(tree, overrides, source=str(path), schema=schema)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from nettle.config import ConfigError, ExperimentConfig, config_hash, load_config_dict
+from nettle.safe_yaml import YAMLInputError, load_yaml_file
 
 __all__ = ["PlannedRun", "SweepPlan", "load_sweep", "plan_sweep"]
 
@@ -109,14 +110,14 @@ def _matches(tree: dict[str, Any], pattern: dict[str, Any]) -> bool:
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
-    """Read a sweep file with the safe YAML loader; errors name the file."""
+    """Read a sweep file with the bounded YAML loader (`nettle.safe_yaml`); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file")
     try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        spec = load_yaml_file(path)
+    except (YAMLInputError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from None
     return spec if spec is not None else {}
 
 
