@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import sys
 
 import pytest
 
@@ -170,3 +171,30 @@ def test_code_changed_keeps_runs_of_other_code(store_path, capsys, monkeypatch):
     assert main(["runs", "--store", str(store_path), "--code-changed", "--json"]) == 0
     ids = [r["id"] for r in json.loads(capsys.readouterr().out)]
     assert ids == ["0123456789ab", "fedcba987654", "aaaabbbbcccc"]  # the planned one never ran
+
+
+def test_store_to_dataframe(store_path):
+    pytest.importorskip("pandas")
+    df = Store(store_path).to_dataframe(status="done")
+    assert list(df.columns) == [
+        *("id", "sweep", "name", "status", "code_version", "config.name", "train.seed"),
+        *("best_test_acc", "macs", "params", "robust_acc_fgsm_eps0p1", "robust_acc_pgd_eps0p1"),
+        *("robust_clean_acc", "test_acc"),
+    ]
+    assert df["id"].tolist() == ["0123456789ab", "fedcba987654"]
+    assert df["config.name"].tolist() == [LONG, "teacher"]
+    assert df["train.seed"].tolist() == [len(LONG), 7]
+    assert df["params"].tolist() == [94213.0, 1199882.0]
+    assert df["best_test_acc"].iloc[0] == 0.998
+    assert df["best_test_acc"].isna().tolist() == [False, True]  # the teacher has none
+    empty = Store(store_path).to_dataframe(where=["test_acc>2"])
+    assert (len(empty), list(empty.columns)) == (
+        0,
+        ["id", "sweep", "name", "status", "code_version"],
+    )
+
+
+def test_store_to_dataframe_without_pandas(store_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas raises ImportError
+    with pytest.raises(ImportError, match=r"^Store.to_dataframe needs pandas: pip install pandas$"):
+        Store(store_path).to_dataframe()

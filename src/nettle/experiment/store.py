@@ -413,3 +413,42 @@ class Store:
             f"AND m.value {op} ?)",
             [key, value],
         )
+
+    def to_dataframe(
+        self, sweep: str | None = None, status: str | None = None, where: list[str] | None = None
+    ) -> Any:
+        """The runs of `query(sweep, status, where)` as a pandas DataFrame, one row per run.
+
+        Columns: id, sweep, name, status, code_version; the config flattened to dotted keys
+        (`train.optim.lr`; a key that is also a run column or a metric gets a `config.` prefix,
+        e.g. `config.name`); then every metric of any run, sorted (NaN where a run has none).
+
+        Raises:
+            ImportError: pandas is not installed.
+        """
+        try:
+            import pandas as pd  # optional: only this method needs it
+        except ImportError:
+            raise ImportError("Store.to_dataframe needs pandas: pip install pandas") from None
+        fixed = ("id", "sweep", "name", "status", "code_version")
+        runs = self.query(sweep, status, where)
+        metric_keys = sorted({k for run in runs for k in run["metrics"]})
+        taken = {*fixed, *metric_keys}
+
+        def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for key, value in tree.items():
+                if isinstance(value, dict) and value:
+                    out |= flat(value, f"{prefix}{key}.")
+                else:
+                    column = f"{prefix}{key}"
+                    out[f"config.{column}" if column in taken else column] = value
+            return out
+
+        records, config_keys = [], {}
+        for run in runs:
+            config = flat(run["config"])
+            config_keys |= dict.fromkeys(config)
+            fixed_values = {k: (sweep or run[k]) if k == "sweep" else run[k] for k in fixed}
+            records.append(fixed_values | config | run["metrics"])
+        return pd.DataFrame(records, columns=[*fixed, *config_keys, *metric_keys])
