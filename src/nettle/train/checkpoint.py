@@ -22,16 +22,17 @@ lr, config) at the LR schedule's minima.
 
 `save_checkpoint` writes to a temporary file in the same folder, flushes and fsyncs it, then
 renames it over the target (and fsyncs the folder), so a kill at any moment leaves either the
-old or the new file. `load_checkpoint` turns a truncated or corrupt file into a
-`CheckpointError` naming it.
+old or the new file. `load_checkpoint` turns any file it cannot read (truncated, text, another
+zip, a pickle that would run code) into a one-line `CheckpointError` naming it.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import random
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ import torch
 __all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
 FORMAT = 1
+_EXPECTED = "a torch.save file of a dict of tensors and plain values with a 'model' entry"
 
 
 class CheckpointError(ValueError):
@@ -71,20 +73,72 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; unreadable files raise `CheckpointError`."""
+    """Read a checkpoint with `weights_only=True`; unreadable files raise `CheckpointError`.
+
+    Whatever the file holds (one byte, text, a zip of something else, a pickle that would run
+    code), the error is one line naming the file, why it cannot be read and what is expected.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        with warnings.catch_warnings():  # torch warns about pickles it did not write
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a broken or hostile file makes torch raise almost anything
+        raise _unreadable(path, exc) from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
         raise CheckpointError(
-            f"{path}: unreadable checkpoint (truncated or corrupt: {first})"
-        ) from None
-    if not isinstance(obj, dict) or "model" not in obj:
-        raise CheckpointError(f"{path}: not a nettle checkpoint (no model state)")
+            f"{path}: not a nettle checkpoint (no model state); expected {_EXPECTED}"
+        )
+    if not all(isinstance(v, torch.Tensor) for v in obj["model"].values()):
+        raise CheckpointError(
+            f"{path}: its model state holds values that are not tensors; expected {_EXPECTED}"
+        )
     return obj
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """One line saying why `torch.load` failed on `path`, found by looking at the file."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    message = str(exc)
+    found_global = re.search(r"GLOBAL ([\w.]+)", message)
+    found_opcode = re.search(r"Unsupported operand (\d+)", message)
+    if found_global:
+        reason = f"loading it would call {found_global[1]}; nettle never runs code from a file"
+    elif not head:
+        reason = "truncated or corrupt: the file is empty"
+    elif head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            reason = "truncated or corrupt: a damaged zip archive"
+        elif not _has_pickle(path):
+            reason = "a zip archive without data.pkl, so not written by torch.save"
+        else:
+            first = next((s for s in message.splitlines() if s.strip()), type(exc).__name__)
+            reason = "torch cannot read it" + ("" if "weights_only" in first else f": {first}")
+    elif head[:1] == b"\x80" and found_opcode:
+        reason = f"a plain pickle, not a torch.save file (pickle opcode {found_opcode[1]})"
+    elif head[:1] == b"\x80":
+        reason = "truncated or corrupt: a pickle that ends early or is damaged"
+    elif _is_text(head):
+        reason = "a text file, not a checkpoint"
+    else:
+        reason = f"not a checkpoint: it starts with 0x{head[:8].hex()}"
+    return CheckpointError(f"{path}: unreadable checkpoint ({reason}); expected {_EXPECTED}")
+
+
+def _has_pickle(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("/data.pkl") for n in archive.namelist())
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[: exc.start].decode("utf-8") if exc.start > len(head) - 4 else "\0"
+    return "\0" not in text and all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def capture_rng(augment: torch.Generator | None = None) -> dict[str, Any]:
