@@ -48,7 +48,7 @@ def test_sweep_run_json_live_table_and_failures(tmp_path, capsys, monkeypatch):
         schedule, "default_command", lambda c, d: [sys.executable, str(job), str(c), str(d)]
     )
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: s\ngrid: {train.seed: [1, 2]}\n")
+    spec.write_text("name: s\nbase: {evaluate: {count: null}}\ngrid: {train.seed: [1, 2]}\n")
     root = tmp_path / "runs"
     assert main(["sweep", "run", str(spec), "--root", str(root), "--slots", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -63,7 +63,9 @@ def test_sweep_run_json_live_table_and_failures(tmp_path, capsys, monkeypatch):
     assert [r["status"] for r in json.loads(capsys.readouterr().out)["runs"]] == ["done", "done"]
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: s\ngrid: {train.seed: [2, 13]}\n")  # seed 2 is done already
+    bad.write_text(
+        "name: s\nbase: {evaluate: {count: null}}\ngrid: {train.seed: [2, 13]}\n"
+    )  # seed 2 is done already
     assert main(["sweep", "run", str(bad), "--root", str(root), "--retries", "0"]) == 1
     out = capsys.readouterr()
     assert "failed" in out.out and "exit 1: ValueError: unlucky seed" in out.out

@@ -75,6 +75,7 @@ def job(tmp_path):
 
 def _plan(name, variants, epochs=2, sleep=0.05):
     base = {"train": {"epochs": epochs}, "model": {"kwargs": {"sleep": sleep}}}
+    base["evaluate"] = {"count": None}  # the stand-in job trains nothing to count
     return plan_sweep({"name": name, "base": base, "list": variants})
 
 

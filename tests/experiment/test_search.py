@@ -29,7 +29,7 @@ summary = {"status": "done", "final": {"test_acc": acc}}
 
 SPEC = {
     "name": "lr-search",
-    "base": {"train": {"epochs": 1}},
+    "base": {"train": {"epochs": 1}, "evaluate": {"count": None}},
     "search": {"space": {"train.optim.lr": {"low": 1.0e-4, "high": 1.0, "log": True}}},
 }
 
@@ -70,7 +70,8 @@ def test_search_records_every_trial_and_continues_the_study(tmp_path, job):
 
 
 def test_done_configs_reuse_stored_results_and_failures_are_failed_trials(tmp_path, job):
-    spec = {"name": "seeds", "search": {"space": {"train.seed": [0, 13]}}}
+    spec = {"name": "seeds", "base": {"evaluate": {"count": None}}}
+    spec["search"] = {"space": {"train.seed": [0, 13]}}
     store = Store(tmp_path / "nettle.db")
     result = run_search(spec, 6, store, root=tmp_path, command=job, retries=0, sampler="random")
     by_seed = {}

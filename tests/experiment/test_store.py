@@ -10,8 +10,12 @@ def test_runs_status_metrics_and_queries(tmp_path):
     store = Store(tmp_path / "nettle.db")
     assert store.add_run("a1", {"train": {"seed": 0}}, sweep="s", name="seed=0")
     assert not store.add_run("a1", {"train": {"seed": 0}})  # an existing id is kept as is
-    with pytest.raises(StoreError, match="'a1' already exists with a different config"):
-        store.add_run("a1", {"other": 1})  # never overwritten
+    # the id is the identity: another sweep planning it joins the run, the row is kept
+    assert not store.add_run("a1", {"train": {"seed": 0}, "name": "x"}, sweep="t", name="again")
+    assert store.get("a1")["config"] == {"train": {"seed": 0}}
+    assert store.get("a1")["sweeps"] == ["s", "t"]
+    assert [r["name"] for r in store.query(sweep="t")] == ["again"]
+    assert [r["id"] for r in store.query(where=["sweep=t"])] == ["a1"]
     store.add_run("b2", {"train": {"seed": 1}}, sweep="s", name="seed=1")
     store.set_status("a1", "running", pid=123, code_version="abc")
     store.set_status("a1", "done")
@@ -119,4 +123,42 @@ def test_version_1_store_is_migrated(tmp_path):
     store = Store(path)
     assert store.get("old")["pgid"] is None and store.get("old")["status"] == "planned"
     version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0]
-    assert version == "2"
+    assert version == "3"
+
+
+def test_robust_accuracies_are_keyed_by_attack_options_eps_and_examples(tmp_path):
+    store = Store(tmp_path / "nettle.db")
+    store.add_run("r", {}, sweep="s")
+    row = {"attack": "pgd", "options": {"steps": 10}, "eps": 0.1, "accuracy": 0.5, "examples": 9}
+    store.record_robustness("r", [row, row | {"eps": 0.2, "accuracy": 0.25}])
+    store.record_robustness("r", [row | {"options": {"steps": 40}, "accuracy": 0.375}])
+    store.record_robustness("r", [row | {"examples": 3, "accuracy": 1 / 3, "warnings": ["w"]}])
+    store.record_robustness("r", [row | {"accuracy": 0.625}])  # the same key: replaced
+    got = [
+        (r["options"]["steps"], r["eps"], r["examples"], r["accuracy"])
+        for r in store.get("r")["robustness"]
+    ]
+    assert got == [
+        (10, 0.1, 3, 1 / 3),
+        (10, 0.1, 9, 0.625),
+        (10, 0.2, 9, 0.25),
+        (40, 0.1, 9, 0.375),
+    ]
+    assert store.get("r")["robustness_warnings"] == ["w"]
+
+
+def test_version_2_store_keeps_its_sweeps(tmp_path):
+    path = tmp_path / "nettle.db"
+    Store(path).add_run("old", {}, sweep="s", name="n")
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE sweep_runs; DROP TABLE robustness;"
+        "UPDATE meta SET value='2' WHERE key='schema_version';"
+    )
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert [(r["id"], r["name"], r["sweeps"]) for r in store.query(sweep="s")] == [
+        ("old", "n", ["s"])
+    ]
+    assert store.get("old")["robustness"] == []

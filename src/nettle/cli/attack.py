@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -18,7 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "attack",
         help="robust accuracy of a trained model per attack and epsilon, with masking checks",
         description="Attack a run's model (or a checkpoint) on its test set and report robust "
-        "accuracy per attack and epsilon; results are saved next to the run.",
+        "accuracy per attack and epsilon. Each setting is an evaluation stage of its own, "
+        "RUN_DIR/eval/attack-<key>.json (key: the settings and the checkpoint's digest): "
+        "another epsilon adds a file, the same settings read the saved one. A run dir's "
+        "results are recorded in its store, beside earlier ones.",
     )
     p.add_argument("target", help="a run dir or a checkpoint file")
     p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated attack names")
@@ -32,7 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="attack option, e.g. --set pgd.steps=20 (repeatable)",
     )
     p.add_argument("--limit", type=int, default=None, help="attack only the first N test examples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random attacks (0)")
     p.add_argument("--device", default=None, help="device for model and attack (default: cpu)")
+    p.add_argument(
+        "--store",
+        default=None,
+        help="run store to record in (default: the nettle.db of the root the run dir is under)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON only")
     p.set_defaults(func=run)
 
@@ -52,71 +63,114 @@ def _options(names: list[str], items: list[str]) -> dict[str, dict]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from nettle.attack import evaluate_robustness, list_attacks
-    from nettle.experiment.run import load_teacher
-    from nettle.train.checkpoint import load_checkpoint
-    from nettle.train.data import create_dataset
+def _settings(args: argparse.Namespace) -> dict:
+    """The attack stage's settings from the options, validated before anything runs."""
+    from nettle.attack import list_attacks
 
     names = [a.strip().lower() for a in args.attacks.split(",") if a.strip()]
+    if not names:
+        raise ValueError(
+            f"--attacks {args.attacks!r}: name at least one of {', '.join(list_attacks())}"
+        )
     unknown = [n for n in names if n not in list_attacks()]
     if unknown:
-        raise ValueError(f"unknown attack {unknown[0]!r}; known: {', '.join(list_attacks())}")
+        raise ValueError(
+            f"--attacks: unknown attack {unknown[0]!r}; known: {', '.join(list_attacks())}"
+        )
     try:
-        eps = [float(e) for e in args.eps.split(",")]
+        eps = sorted({float(e) for e in args.eps.split(",") if e.strip()})
     except ValueError:
         raise ValueError(f"--eps {args.eps!r}: expected numbers, e.g. 0.05,0.1") from None
-    target = Path(args.target)
-    model = load_teacher(target).to(args.device or "cpu")
+    if not eps or any(not (0 < e < float("inf")) for e in eps):
+        raise ValueError(f"--eps {args.eps!r}: expected finite numbers above 0, e.g. 0.05,0.1")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: expected a number of examples >= 1")
+    attacks = {n: o for n, o in sorted(_options(names, args.options).items())}
+    return {"attacks": attacks, "eps": eps, "limit": args.limit, "seed": args.seed}
+
+
+def _target(target: Path) -> tuple[Any, Path, Path, bool]:
+    """(config, checkpoint, folder of the stage files, is a run dir) of a run dir or file."""
+    from nettle.config import load_config_dict
+    from nettle.experiment.evaluation import checkpoint_of
+    from nettle.train.checkpoint import load_checkpoint
+
     if target.is_dir():
-        import yaml
+        path = target / "config.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{target}: not a run dir (no config.yaml)")
+        cfg = load_config_dict(yaml.safe_load(path.read_text()), source=str(path))
+        return cfg, checkpoint_of(target), target, True
+    if not target.is_file():
+        raise FileNotFoundError(f"{target}: neither a run dir nor a checkpoint file")
+    tree = load_checkpoint(target).get("config")
+    if not tree:
+        raise ValueError(f"{target}: the checkpoint holds no config to rebuild the model from")
+    return load_config_dict(tree, source=str(target)), target, target.parent, False
 
-        cfg = yaml.safe_load((target / "config.yaml").read_text())
-        out_dir = target
-    else:
-        cfg = load_checkpoint(target)["config"]
-        out_dir = target.parent
-    d = cfg["data"]
-    test = create_dataset(d["name"], "test", d.get("root"), d.get("image_size"))
-    x, y = test.tensors if hasattr(test, "tensors") else map(torch.stack, zip(*test))
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
-    with Progress(console=Console(stderr=True), transient=True, disable=args.json) as bar:
-        task = bar.add_task("attacking", total=len(names) * len(eps))
-        result = evaluate_robustness(
-            model,
-            (x, y),
-            _options(names, args.options),
-            eps,
-            progress=lambda name, e: bar.advance(task),
-        )
+
+def run(args: argparse.Namespace) -> int:
+    from nettle.experiment.evaluation import _test_tensors, robustness_rows, run_attack_stage
     from nettle.experiment.report import plot_robustness
+    from nettle.models.build import build_model
+    from nettle.train.checkpoint import load_checkpoint
 
-    path = out_dir / "robustness.json"
-    tmp = path.with_name(".robustness.json.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2))
-    tmp.replace(path)
-    curves = dict(result.accuracy) | {"worst case": result.worst}
-    plot_robustness([{"name": target.name, "robustness": curves}]).savefig(
-        out_dir / "robustness.png", dpi=110
-    )
+    settings = _settings(args)
+    target = Path(args.target)
+    cfg, ckpt, folder, is_run = _target(target)
+    if cfg.train.loss == "ctc":
+        raise ValueError(
+            f"{target}: a CTC sequence model; nettle attack scores classifiers (one label "
+            "per example), which this model is not"
+        )
+    model = build_model(cfg)
+    model.load_state_dict(load_checkpoint(ckpt)["model"])
+    model = model.eval().to(args.device or "cpu")
+    data = _test_tensors(cfg.data)
+    n = len(settings["attacks"]) * len(settings["eps"])
+    with Progress(console=Console(stderr=True), transient=True, disable=args.json) as bar:
+        task = bar.add_task("attacking", total=n)
+        path, record, cached = run_attack_stage(
+            folder, model, data, settings, ckpt, progress=lambda name, e: bar.advance(task)
+        )
+    result = record["result"]
+    png = path.with_suffix(".png")
+    if not png.exists():
+        curves = {a: {float(e): v for e, v in c.items()} for a, c in result["accuracy"].items()}
+        curves["worst case"] = {float(e): v for e, v in result["worst"].items()}
+        plot_robustness([{"name": target.name, "robustness": curves}]).savefig(png, dpi=110)
+    if is_run:
+        from nettle.config import config_hash
+        from nettle.experiment.record import store_for
+
+        store = store_for(target, args.store)
+        run_id = config_hash(cfg)
+        store.add_run(
+            run_id, cfg.model_dump(mode="json"), sweep=cfg.name, name=cfg.name, run_dir=str(target)
+        )
+        store.record_robustness(run_id, [r | {"stage": str(path)} for r in robustness_rows(record)])
     if args.json:
-        print(json.dumps(result.to_dict() | {"saved": str(path)}))
+        print(json.dumps(result | {"saved": str(path), "cached": cached}))
         return 0
+    _print(result, path, png, cached)
+    return 0
+
+
+def _print(result: dict, path: Path, png: Path, cached: bool) -> None:
+    eps = [float(e) for e in result["eps"]]
     table = Table(
-        title=f"robust accuracy ({result.examples} examples, clean {result.clean_accuracy:.1%})"
+        title=f"robust accuracy ({result['examples']} examples, clean {result['clean_accuracy']:.1%})"
     )
     table.add_column("attack")
-    for e in result.eps:
+    for e in eps:
         table.add_column(f"eps {e:g}", justify="right")
-    for name, curve in result.accuracy.items():
-        table.add_row(name, *[f"{curve[e]:.1%}" for e in result.eps])
-    table.add_row("worst case", *[f"{result.worst[e]:.1%}" for e in result.eps])
+    for name, curve in result["accuracy"].items():
+        table.add_row(name, *[f"{curve[str(e)]:.1%}" for e in eps])
+    table.add_row("worst case", *[f"{result['worst'][str(e)]:.1%}" for e in eps])
     console = Console()
     console.print(table)
-    for w in result.warnings:
+    for w in result["warnings"]:
         console.print(f"[bold red]masking warning:[/bold red] {w}")
-    console.print(f"saved: {path} and {out_dir / 'robustness.png'}")
-    return 0
+    console.print(
+        f"{'read (same settings and checkpoint)' if cached else 'saved'}: {path} and {png}"
+    )

@@ -3,18 +3,19 @@
 `run_demo` is what `nettle demo` calls. Everything runs through the sweep scheduler and the
 run store (`<root>/nettle.db`), as a user's sweeps would:
 
-1. the teacher (`simple-cnn` on `digits`) as a one-run sweep `demo-teacher`;
-2. for two substitutes (low rank, hashed), the budget solver finds the setting whose student
-   has a quarter of the teacher's parameters (read from the store); both students, distilled
-   from the teacher's run dir (attention transfer, beta 50: see `DEMO_BETA`), are the sweep
+1. the teacher (`simple-cnn` on `digits`) as a one-run sweep `demo-teacher`, whose
+   `evaluate:` also inspects it (first-layer filters, top patches of two channels, a feature
+   visualisation, the training history);
+2. two students (low rank, hashed) with `model.budget: {params: N}`, a quarter of the
+   teacher's parameters (read from the store), solved when the sweep is planned, distilled
+   from the teacher's run dir (attention transfer, beta 50: see `DEMO_BETA`): the sweep
    `demo-students`, run on two CPU slots;
-3. every job (`nettle.experiment.job`) trains, then counts its model (parameters, theoretical
-   and executed multiply-adds) and attacks it on the test set (FGSM, PGD, CW at a few
-   epsilons, with the masking checks) into its run dir; the scheduler records it all in the
-   store;
-4. the teacher is inspected (`nettle.inspect.report.inspect_run`: first-layer filters, top
-   patches of two channels, a feature visualisation, the training history);
-5. the report is built from the store (`report_from_store`): `report.html` and `report.md`
+3. every run's `evaluate:` section counts it (parameters, theoretical and executed
+   multiply-adds) and attacks it on the test set (FGSM, PGD, CW at a few epsilons, with the
+   masking checks): the ordinary sweep job (`nettle.experiment.job`) runs these stages after
+   training and the scheduler records them in the store. Both sweep files are written to
+   `<root>/sweep-<name>.yaml`, so `nettle sweep run` reproduces them;
+4. the report is built from the store (`report_from_store`): `report.html` and `report.md`
    (table with robust accuracies, error-vs-cost plots with the Pareto front, accuracy-vs-epsilon
    and learning curves, masking warnings, the inspection, where the time went).
 
@@ -30,8 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 __all__ = ["DemoError", "DemoResult", "demo_spec", "run_demo"]
 
@@ -67,6 +66,10 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _evaluate(attacks: dict[str, Any], eps: tuple[float, ...], limit: int | None) -> dict:
+    return {"attacks": attacks, "eps": list(eps), "limit": limit}
+
+
 def _tree(name: str, epochs: int | None, seed: int) -> dict[str, Any]:
     return {
         "name": name,
@@ -86,44 +89,44 @@ def demo_spec(
     epochs: int | None = None,
     seed: int = 0,
     teacher: Path | None = None,
-    students: dict[str, str] | None = None,
+    budget: float | None = None,
+    evaluate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The demo's sweeps: the teacher alone, or (with `teacher` and `students`, name -> conv
-    setting) the students distilled from the teacher's run dir."""
+    """The demo's sweeps: the teacher alone (inspected too), or (with `teacher` and the
+    students' parameter `budget`) the students distilled from the teacher's run dir."""
+    evaluate = evaluate or _evaluate(DEMO_ATTACKS, DEMO_EPS, None)
     if teacher is None:
-        return {"name": TEACHER_SWEEP, "base": _tree("teacher", epochs, seed)}
-    base = _tree("student", epochs, seed)
+        base = _tree("teacher", epochs, seed)
+        base["evaluate"] = evaluate | {"inspect": {"featurevis": True, "steps": 256}}
+        return {"name": TEACHER_SWEEP, "base": base}
+    base = _tree("student", epochs, seed) | {"evaluate": evaluate}
     base["distill"] = {"teacher": str(teacher), "beta": DEMO_BETA}
-    variants = [{"name": n, "model.conv": conv} for n, conv in (students or {}).items()]
+    base["model"] = base["model"] | {"budget": {"params": budget}}
+    variants = [{"name": f"student-{s.lower()}", "model.conv": s} for s in STUDENT_SUBSTITUTES]
     return {"name": STUDENT_SWEEP, "base": base, "list": variants}
 
 
-def _student_setting(substitute: str, budget: float) -> Any:
-    from nettle.compress.budget import solve_budget
-    from nettle.models import create_model
-
-    def build(conv: str) -> torch.nn.Module:
-        with torch.device("meta"):
-            return create_model("simple-cnn", in_channels=1, conv=conv)
-
-    return solve_budget(build, substitute, budget)
-
-
 def _sweep(
-    spec: dict[str, Any], store: Any, root: Path, slots: int, command: Any, notify: Any
-) -> list[dict[str, Any]]:
-    """Run one of the demo's sweeps; its store rows, or DemoError naming a failed run."""
+    spec: dict[str, Any], store: Any, root: Path, slots: int, notify: Any
+) -> tuple[list[dict[str, Any]], Any]:
+    """Write and run one of the demo's sweep files; its store rows and plan, or DemoError
+    naming a failed run."""
+    import yaml
+
     from nettle.experiment.schedule import run_sweep
     from nettle.experiment.spec import plan_sweep
+    from nettle.files import atomic_write
 
-    plan = plan_sweep(spec)
+    path = root / f"sweep-{spec['name']}.yaml"
+    atomic_write(path, yaml.safe_dump(spec, sort_keys=False))
+    plan = plan_sweep(path)
     names = {r.id: r.config.name for r in plan.runs}
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event in ("start", "done", "failed", "skip"):
             notify(event, info | {"name": names.get(info.get("id"), info.get("name"))})
 
-    result = run_sweep(plan, store, root=root, slots=slots, command=command, progress=progress)
+    result = run_sweep(plan, store, root=root, slots=slots, progress=progress)
     if not result.ok:
         failed = {names.get(i, i): why for i, why in result.failed.items()}
         stopped = [names.get(i, i) for i in result.preempted + result.busy]
@@ -131,32 +134,34 @@ def _sweep(
             f"sweep {plan.name}: failed {failed or 'none'}, stopped or busy {stopped or 'none'};"
             f" logs in {root / plan.name}/<run id>/log.txt"
         )
-    return [store.get(r.id) for r in plan.runs]
+    return [store.get(r.id) for r in plan.runs], plan
 
 
-def _inspection(teacher_dir: Path, root: Path, steps: int) -> Any:
-    """The teacher's filters, top patches of two channels, one feature visualisation, history."""
+def _inspection(teacher_dir: Path, cfg: Any) -> Any:
+    """The teacher's inspection stage as a report section: filters, top patches of two
+    channels, one feature visualisation, the training history."""
+    from nettle.experiment.evaluation import collect_stages
     from nettle.experiment.report import Section
-    from nettle.inspect.report import inspect_run
 
-    found = inspect_run(teacher_dir, root / "inspect", featurevis=True, steps=steps, seed=0)
-    keys = ["filters"] + [f"top_patches_c{c}" for c in found.channels[:2]]
-    keys += [f"featurevis_c{c}" for c in found.channels[:1]] + ["history"]
+    stage = collect_stages(teacher_dir, cfg).inspect["result"]
+    folder, channels = teacher_dir / stage["folder"], stage["channels"]
+    keys = ["filters"] + [f"top_patches_c{c}" for c in channels[:2]]
+    keys += [f"featurevis_c{c}" for c in channels[:1]] + ["history"]
     labels = {
         "filters": "first-layer filters",
         "history": "training history",
-        **{f"top_patches_c{c}": f"top patches, channel {c}" for c in found.channels},
-        **{f"featurevis_c{c}": f"feature visualisation, channel {c}" for c in found.channels},
+        **{f"top_patches_c{c}": f"top patches, channel {c}" for c in channels},
+        **{f"featurevis_c{c}": f"feature visualisation, channel {c}" for c in channels},
     }
     return Section(
         "Inside the teacher",
         text=[
-            f"Channels {', '.join(map(str, found.channels[:2]))} of layer {found.layer} "
+            f"Channels {', '.join(map(str, channels[:2]))} of layer {stage['layer']} "
             "(the most active on the test digits): the test patches that excite them most, and "
             "an input optimised to excite the first one. Full inspection: "
-            f"{found.index_html}."
+            f"{folder / 'index.html'}."
         ],
-        images={labels[k]: found.images[k] for k in keys if k in found.images},
+        images={labels[k]: folder / f"{k}.png" for k in keys if (folder / f"{k}.png").is_file()},
         caption=f"nettle inspect {teacher_dir} --featurevis",
     )
 
@@ -214,7 +219,6 @@ def run_demo(
     Raises:
         DemoError: a run failed (its reason and where its log is).
     """
-    from nettle.experiment.job import job_command
     from nettle.experiment.store import Store
     from nettle.experiment.store_report import records_from_rows, report_from_store
 
@@ -222,41 +226,38 @@ def run_demo(
     root.mkdir(parents=True, exist_ok=True)
     notify = progress or (lambda stage, info: None)
     store, seconds = Store(root / "nettle.db"), {}
-    command = job_command(attacks or DEMO_ATTACKS, eps, limit=attack_examples, seed=seed)
+    evaluate = _evaluate(attacks or DEMO_ATTACKS, eps, attack_examples) | {"seed": seed}
 
     t0 = time.perf_counter()
     notify("teacher", {"sweep": TEACHER_SWEEP})
-    (teacher,) = _sweep(demo_spec(epochs, seed), store, root, 1, command, notify)
+    spec = demo_spec(epochs, seed, evaluate=evaluate)
+    if inspect:
+        spec["base"]["evaluate"]["inspect"]["steps"] = featurevis_steps
+    else:
+        del spec["base"]["evaluate"]["inspect"]
+    (teacher,), plan = _sweep(spec, store, root, 1, notify)
     seconds["teacher"] = time.perf_counter() - t0
     teacher_dir = Path(teacher["run_dir"])
 
     budget = teacher["metrics"]["params"] * BUDGET_FRACTION
-    students, notes = {}, []
-    for substitute in STUDENT_SUBSTITUTES:
-        solved = _student_setting(substitute, budget)
-        name = f"student-{substitute.lower()}"
-        students[name] = solved.conv
-        notes.append(
-            f"{name}: {solved.conv} meets the budget of {budget:,.0f} parameters with "
-            f"{solved.achieved:,} ({solved.relative_error:+.1%}); distilled from the teacher "
-            f"with attention transfer (beta {DEMO_BETA:g})."
-        )
     t1 = time.perf_counter()
-    notify("students", {"sweep": STUDENT_SWEEP, "students": students})
-    spec = demo_spec(epochs, seed, teacher_dir, students)
-    _sweep(spec, store, root, slots, command, notify)
+    notify("students", {"sweep": STUDENT_SWEEP, "budget": budget})
+    spec = demo_spec(epochs, seed, teacher_dir, budget, evaluate)
+    students, _ = _sweep(spec, store, root, slots, notify)
     seconds["students"] = time.perf_counter() - t1
+    notes = [
+        f"{r['config']['name']}: {r['config']['model']['conv']} meets the budget of "
+        f"{budget:,.0f} parameters with {r['config']['model']['budget']['achieved']:,} "
+        f"({r['config']['model']['budget']['achieved'] / budget - 1:+.1%}); distilled from "
+        f"the teacher with attention transfer (beta {DEMO_BETA:g})."
+        for r in students
+    ]
     notes.append(
         "Robust accuracy on the test digits, L-infinity epsilons in [0, 1] pixel units; "
         "FGSM and PGD-10 are bounded by epsilon; CW-L2 is unbounded and counts at every epsilon "
         "at least the L-infinity size of its perturbation."
     )
-    sections = []
-    if inspect:
-        t2 = time.perf_counter()
-        notify("inspect", {"run_dir": str(teacher_dir)})
-        sections.append(_inspection(teacher_dir, root, featurevis_steps))
-        seconds["inspect"] = time.perf_counter() - t2
+    sections = [_inspection(teacher_dir, plan.runs[0].config)] if inspect else []
     notify("report", {"root": str(root)})
     records, _ = records_from_rows(store.query())
     sections.append(_timing(records, seconds))
@@ -266,6 +267,7 @@ def run_demo(
         title="nettle demo: cheap students of a digits teacher",
         commands=[
             f"nettle demo -o {root}",
+            f"nettle sweep run {root / ('sweep-' + STUDENT_SWEEP + '.yaml')} --root {root}",
             f"nettle report --store {root / 'nettle.db'} -o {root}",
             "nettle count simple-cnn --input 1x8x8",
         ],

@@ -193,7 +193,7 @@ def _run_experiment(
     cfg: ExperimentConfig, run_dir: str | Path | None, progress: Progress | None
 ) -> dict[str, Any]:
     from nettle.train.augment import build_augment
-    from nettle.train.data import create_dataset
+    from nettle.train.data import create_dataset, stratified_subset
     from nettle.train.distributed import all_gather_objects, is_main_process, rank
     from nettle.train.loop import Trainer, resolve_device
 
@@ -223,6 +223,8 @@ def _run_experiment(
     with default_dtype_guard(torch.float32):
         d = cfg.data
         train = create_dataset(d.name, "train", d.root, d.image_size, d.download)
+        if d.subset is not None:  # a miniature run: a stratified, seeded subset
+            train = stratified_subset(train, d.subset, cfg.train.seed)
         test = create_dataset(d.name, "test", d.root, d.image_size, d.download)
         _check_labels(cfg, train)
         _seed_everything(cfg.train.seed)
