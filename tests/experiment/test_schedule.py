@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from nettle.experiment import worker
-from nettle.experiment.schedule import run_dir_of, run_sweep
+from nettle.experiment.record import run_dir_of
+from nettle.experiment.schedule import run_sweep
 from nettle.experiment.spec import plan_sweep
 from nettle.experiment.store import Store
 
@@ -147,7 +148,9 @@ def test_failures_recorded_with_reasons_and_retried(tmp_path, job):
         assert "stand-in job " + mode in row["log_tail"]
     assert "MemoryError" in store.get(ids["oom"])["log_tail"]
     log = (run_dir_of(tmp_path, "fail", ids["raise"]) / "log.txt").read_text()
-    assert log.count("--- nettle sweep: attempt") == 2 and log.count("RuntimeError: boom") == 2
+    assert (
+        log.count("--- nettle sweep (local): attempt") == 2 and log.count("RuntimeError: boom") == 2
+    )
     retried = [i["id"] for e, i in events if e == "failed" and i["retry"]]
     assert sorted(retried) == sorted(ids[m] for m in ("segv", "raise", "oom"))
 
@@ -290,7 +293,7 @@ def test_sigkill_of_the_scheduler_then_every_run_done_exactly_once(tmp_path, job
         assert (row["status"], row["metrics"]["test_acc"]) == ("done", 0.53)
         assert row["attempts"] == 1 + (run_id in relaunched)
         log = (run_dir / "log.txt").read_text()  # appended: one header per scheduler call
-        assert log.count("--- nettle sweep: attempt 1") == 1 + (run_id in relaunched)
+        assert log.count("--- nettle sweep (local): attempt 1") == 1 + (run_id in relaunched)
     assert store.query(sweep="kill", status="running") == []
 
 

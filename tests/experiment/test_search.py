@@ -119,7 +119,8 @@ def test_cli_search_prints_the_best_trial(tmp_path, capsys, monkeypatch, job):
     monkeypatch.setattr(schedule, "default_command", job)
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        "name: s\nsearch:\n  space:\n    train.optim.lr: {low: 1.0e-3, high: 0.1, log: true}\n"
+        "name: s\nbase: {evaluate: {count: null}}\nsearch:\n  space:\n"
+        "    train.optim.lr: {low: 1.0e-3, high: 0.1, log: true}\n"
     )
     root = tmp_path / "runs"
     argv = ["sweep", "search", str(spec), "--trials", "2", "--root", str(root), "--json"]

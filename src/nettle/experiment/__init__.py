@@ -19,10 +19,7 @@ from typing import Any
 
 # public name -> module of this package that defines it
 _EXPORTS = {
-    "build_model": "run",
     "default_run_dir": "run",
-    "load_run_model": "run",
-    "load_teacher": "run",
     "prepare_run_dir": "run",
     "run_experiment": "run",
     "PlannedRun": "spec",
@@ -31,12 +28,15 @@ _EXPORTS = {
     "plan_sweep": "spec",
     "Store": "store",
     "StoreError": "store",
-    "SweepResult": "schedule",
+    "SweepResult": "driver",
     "run_sweep": "schedule",
+    "run_job": "job",
+    "run_stages": "evaluation",
+    "collect_stages": "evaluation",
+    "record_run": "record",
     "write_report": "report",
     "report_from_store": "store_report",
     "run_search": "search",
-    "job_command": "job",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -115,13 +115,15 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def collect_stages(run_dir: str | Path, cfg: ExperimentConfig) -> Stages | None:
     """Every stage of `cfg.evaluate` read from the run dir, or None while one is missing."""
-    run_dir = Path(run_dir)
+    run_dir, settings_of = Path(run_dir), _settings(cfg)
+    if not settings_of:  # nothing to evaluate
+        return Stages()
     try:
         ckpt = checkpoint_of(run_dir)
     except FileNotFoundError:
         return None
     d, stages = file_digest(ckpt), Stages()
-    for kind, settings in _settings(cfg).items():
+    for kind, settings in settings_of.items():
         path = _stage_path(run_dir, kind, settings, d)
         data = _read(path)
         if data is None:
@@ -214,6 +216,8 @@ def run_stages(
     run_dir = Path(run_dir)
     emit = progress or (lambda event, info: None)
     settings = _settings(cfg)
+    if not settings:
+        return Stages()
     ckpt = checkpoint_of(run_dir)
     d = file_digest(ckpt)
     missing = {k: s for k, s in settings.items() if _read(_stage_path(run_dir, k, s, d)) is None}

@@ -38,26 +38,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nettle.experiment import worker
-from nettle.experiment.record import (
-    code_version,
-    default_command,
-    record_outcome,
-    record_plan,
-    run_dir_of,
-    settle,
-    write_job_config,
-)
+from nettle.experiment.driver import Driver, SweepResult
+from nettle.experiment.record import default_command
 from nettle.experiment.spec import PlannedRun, SweepPlan, plan_sweep
 from nettle.experiment.store import Store
 from nettle.experiment.worker import Outcome, Slot
@@ -67,31 +59,6 @@ __all__ = ["SweepResult", "run_sweep"]
 log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, Any]], None]
 Command = Callable[[Path, Path], Sequence[str]]
-
-
-@dataclass
-class SweepResult:
-    """What one call of `run_sweep` did: run ids by outcome, preflight results, time."""
-
-    sweep: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    preempted: list[str] = field(default_factory=list)
-    busy: list[str] = field(default_factory=list)
-    preflight: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """Every run done (now or before), nothing failed, stopped, busy or refused."""
-        bad_preflight = any(not p["ok"] for p in self.preflight)
-        return not (self.failed or self.preempted or self.busy or self.interrupted or bad_preflight)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data, for `--json`."""
-        return asdict(self) | {"ok": self.ok}
 
 
 @dataclass
@@ -108,63 +75,27 @@ class _Job:
 
 
 class _Scheduler:
-    """The state of one `run_sweep` call."""
+    """The local executor of one `run_sweep` call: slots, processes, the queue; the
+    bookkeeping is its `Driver`'s."""
 
     def __init__(self, plan: SweepPlan, store: Store, root: Path, **opts: Any) -> None:
-        self.plan, self.store, self.root = plan, store, root
+        self.plan = plan
         self.free: list[Slot] = worker.make_slots(opts["gpus"], opts["slots"])
-        self.retries, self.mem_limit_gb = opts["retries"], opts["mem_limit_gb"]
+        self.mem_limit_gb = opts["mem_limit_gb"]
         self.grace, self.poll, self.command = opts["grace"], opts["poll"], opts["command"]
-        self.emit: Progress = opts["progress"] or (lambda event, info: None)
-        self.result = SweepResult(plan.name)
+        self.driver = Driver(
+            plan, store, root, opts["retries"], opts["progress"], "local", kill_stale=self.grace
+        )
+        self.emit, self.result = self.driver.emit, self.driver.result
         self.running: dict[str, _Job] = {}
         self.queue: deque[PlannedRun] = deque()
-        self.launches: dict[str, int] = {}
-        self.run_dirs: dict[str, Path] = {}
-        self.stop_signal: int | None = None
-        self.force = False
-        self.owner, self.host = worker.process_token(), socket.gethostname()
-        self.code_version = code_version()
 
-    def on_signal(self, signum: int, frame: Any) -> None:
-        self.force = self.stop_signal is not None
-        self.stop_signal = signum
+    @property
+    def stop_signal(self) -> int | None:
+        return self.driver.stop_signal
 
     def _env(self, slot: Slot, run_id: str) -> dict[str, str]:
         return {**os.environ, **slot.env, worker.MARKER: run_id, "NETTLE_SWEEP": self.plan.name}
-
-    # --- before the queue ---------------------------------------------------------------
-
-    def prepare(self) -> list[PlannedRun]:
-        """Record the runs, clear stale rows, and return the runs still to do."""
-        record_plan(self.store, self.plan, self.root)
-        todo = []
-        for run in self.plan.runs:
-            row = self.store.get(run.id) or {}
-            run_dir = Path(row.get("run_dir") or run_dir_of(self.root, self.plan.name, run.id))
-            self.run_dirs[run.id] = run_dir
-            if row.get("status") == "running" and not self._clear_stale(run, row):
-                self.result.busy.append(run.id)
-                continue
-            if not settle(self.store, run, run_dir, row):
-                todo.append(run)
-                continue
-            self.result.skipped.append(run.id)
-            self.emit("skip", {"id": run.id, "name": run.name})
-        info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}
-        self.emit("plan", info | {"slots": [s.name for s in self.free]})
-        return todo
-
-    def _clear_stale(self, run: PlannedRun, row: dict[str, Any]) -> bool:
-        """Make a dead scheduler's "running" row preempted; False if it may really run."""
-        owner = row.get("owner")
-        if row.get("host") != self.host or (owner and worker.token_alive(owner)):
-            self.emit("busy", {"id": run.id, "name": run.name, "host": row.get("host")})
-            return False
-        killed = worker.kill_stale_group(row["pgid"], run.id, self.grace) if row["pgid"] else 0
-        self.store.set_status(run.id, "preempted", reason="its scheduler stopped")
-        self.emit("stale", {"id": run.id, "name": run.name, "killed": killed})
-        return True
 
     def preflight(self, runs: list[PlannedRun]) -> bool:
         """One training step of every run, in one subprocess on the first slot."""
@@ -181,7 +112,7 @@ class _Scheduler:
         for item in self.result.preflight:
             item["name"] = names.get(item["id"], "")
             if not item["ok"]:
-                self.store.record_failure(item["id"], f"preflight: {item['error']}")
+                self.driver.store.record_failure(item["id"], f"preflight: {item['error']}")
         return all(p["ok"] for p in self.result.preflight) and self.stop_signal is None
 
     # --- the queue ----------------------------------------------------------------------
@@ -207,19 +138,14 @@ class _Scheduler:
 
     def launch(self, run: PlannedRun) -> None:
         """Claim the run in the store and start its job on a free slot."""
-        run_dir = self.run_dirs[run.id]
-        config = write_job_config(run, run_dir)
-        if not self.store.claim(run.id, self.owner, self.code_version):
-            self.result.busy.append(run.id)
-            self.emit("busy", {"id": run.id, "name": run.name, "host": None})
+        claimed = self.driver.claim(run)
+        if claimed is None:
             return
-        slot = self.free.pop(0)
-        attempt = self.launches[run.id] = self.launches.get(run.id, 0) + 1
+        config, header = claimed
+        run_dir, slot = self.driver.run_dirs[run.id], self.free.pop(0)
         logf = open(run_dir / "log.txt", "ab")  # noqa: SIM115 (closed when the job ends)
         offset = logf.tell()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        header = f"--- nettle sweep: attempt {attempt}, {stamp}, {self.host}, {slot.name}\n"
-        logf.write(header.encode())
+        logf.write(f"{header}, {self.driver.host}, {slot.name}\n".encode())
         logf.flush()
         try:
             argv = self.command(config, run_dir)
@@ -227,12 +153,11 @@ class _Scheduler:
         except OSError as exc:
             logf.close()
             self.free.append(slot)
-            self._failed(run, Outcome("failed", f"could not start: {exc}"), "")
+            if self.driver.fail(run, Outcome("failed", f"could not start: {exc}")):
+                self.queue.append(run)
             return
-        self.store.set_process(run.id, proc.pid, proc.pid)
         self.running[run.id] = _Job(run, run_dir, slot, proc, logf, offset, time.monotonic())
-        info = {"id": run.id, "name": run.name, "slot": slot.name, "attempt": attempt}
-        self.emit("start", info | {"pid": proc.pid, "run_dir": str(run_dir)})
+        self.driver.started(run, slot.name, proc.pid)
 
     def release(self, job: _Job) -> None:
         """Free the slot of a job whose leader has exited; kill what is left of its group."""
@@ -242,34 +167,15 @@ class _Scheduler:
         self.free.append(job.slot)
 
     def record(self, job: _Job, stopped: bool = False) -> None:
-        """Record how a released job ended; queue it again if a retry may help."""
-        summary = worker.read_summary(job.run_dir)
-        log_text = worker.log_tail(job.run_dir / "log.txt", job.log_offset, lines=200)
-        outcome = worker.classify_exit(job.proc.returncode, summary, log_text, stopped)
-        run, tail = job.run, "\n".join(log_text.splitlines()[-40:])
-        missing = record_outcome(self.store, run, job.run_dir) if outcome.status == "done" else ""
-        if outcome.status == "done" and missing:
-            outcome = Outcome("failed", missing, retry=True)
-        if outcome.status == "done":
-            self.result.done.append(run.id)
-            seconds = time.monotonic() - job.started
-            self.emit("done", {"id": run.id, "name": run.name, "seconds": seconds})
-        elif outcome.status == "preempted":
-            self.store.set_status(run.id, "preempted", reason=outcome.reason, log_tail=tail)
-            self.result.preempted.append(run.id)
-            self.emit("preempted", {"id": run.id, "name": run.name, "reason": outcome.reason})
-        else:
-            self._failed(run, outcome, tail)
-
-    def _failed(self, run: PlannedRun, outcome: Outcome, tail: str) -> None:
-        reason = outcome.reason or "failed"
-        retry = outcome.retry and self.launches.get(run.id, 0) <= self.retries
-        self.store.record_failure(run.id, reason, tail)
-        if retry:
-            self.queue.append(run)
-        else:
-            self.result.failed[run.id] = reason
-        self.emit("failed", {"id": run.id, "name": run.name, "reason": reason, "retry": retry})
+        """Hand a released job's report to the driver; queue it again if a retry may help."""
+        report = {
+            "returncode": job.proc.returncode,
+            "summary": worker.read_summary(job.run_dir),
+            "log": worker.log_tail(job.run_dir / "log.txt", job.log_offset, lines=200),
+            "seconds": time.monotonic() - job.started,
+        }
+        if self.driver.record(job.run, report, stopped=stopped):
+            self.queue.append(job.run)
 
     def _watch_metrics(self, job: _Job) -> None:
         """Emit "epoch" events from the job's metrics.jsonl, read at most twice a second."""
@@ -291,7 +197,7 @@ class _Scheduler:
         for job in self.running.values():
             worker.signal_group(job.proc.pid, signal.SIGTERM)
         for job in list(self.running.values()):
-            worker.stop_group(job.proc.pid, self.grace, job.proc, lambda: self.force)
+            worker.stop_group(job.proc.pid, self.grace, job.proc, lambda: self.driver.force)
             self.release(job)
             self.record(job, stopped=True)
 
@@ -349,10 +255,10 @@ def run_sweep(
     sched = _Scheduler(plan, store, root, **opts)
     handlers = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
-        handlers = {s: signal.signal(s, sched.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        on_signal = sched.driver.on_signal
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        todo = sched.prepare()
-        todo.sort(key=lambda r: -r.config.priority)  # stable: planned order within a priority
+        todo = sched.driver.prepare([s.name for s in sched.free])
         if todo and (not preflight or sched.preflight(todo)):
             sched.queue.extend(todo)
             sched.loop()

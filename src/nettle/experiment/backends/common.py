@@ -19,19 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from nettle.experiment import worker
-from nettle.experiment.record import (
-    code_version,
-    default_command,
-    record_outcome,
-    record_plan,
-    run_dir_of,
-    settle,
-    write_job_config,
-)
-from nettle.experiment.schedule import SweepResult
-from nettle.experiment.spec import PlannedRun, SweepPlan
+from nettle.experiment.driver import Driver
+from nettle.experiment.record import default_command
+from nettle.experiment.spec import SweepPlan
 from nettle.experiment.store import Store
-from nettle.experiment.worker import Outcome
 
 __all__ = ["Driver", "default_command", "job_env", "missing_extra", "resolve", "run_job"]
 
@@ -95,114 +86,6 @@ def run_job(
         "pid": proc.pid,
         "seconds": time.monotonic() - t0,
     }
-
-
-class Driver:
-    """The driver side of a cluster sweep: prepare the runs, claim them, record reports."""
-
-    def __init__(
-        self,
-        plan: SweepPlan,
-        store: Store,
-        root: Path,
-        retries: int,
-        progress: Progress | None,
-        backend: str,
-    ) -> None:
-        self.plan, self.store, self.root, self.retries = plan, store, root, retries
-        self.backend = backend
-        self.emit: Progress = progress or (lambda event, info: None)
-        self.result = SweepResult(plan.name)
-        self.run_dirs: dict[str, Path] = {}
-        self.launches: dict[str, int] = {}
-        self.owner, self.host = worker.process_token(), socket.gethostname()
-        self.code_version = code_version()
-        self.stop_signal: int | None = None
-        self.t0 = time.monotonic()
-
-    def on_signal(self, signum: int, frame: Any) -> None:
-        """Signal handler: stop submitting, cancel what runs."""
-        self.stop_signal = signum
-
-    def prepare(self) -> list[PlannedRun]:
-        """Record the runs, clear rows of dead drivers, and return the runs still to do."""
-        record_plan(self.store, self.plan, self.root)
-        todo = []
-        for run in self.plan.runs:
-            row = self.store.get(run.id) or {}
-            run_dir = Path(row.get("run_dir") or run_dir_of(self.root, self.plan.name, run.id))
-            self.run_dirs[run.id] = run_dir
-            if row.get("status") == "running":
-                owner = row.get("owner")
-                if row.get("host") != self.host or (owner and worker.token_alive(owner)):
-                    self.result.busy.append(run.id)
-                    self.emit("busy", {"id": run.id, "name": run.name, "host": row.get("host")})
-                    continue
-                self.store.set_status(run.id, "preempted", reason="its scheduler stopped")
-                self.emit("stale", {"id": run.id, "name": run.name, "killed": 0})
-            if not settle(self.store, run, run_dir, row):
-                todo.append(run)
-                continue
-            self.result.skipped.append(run.id)
-            self.emit("skip", {"id": run.id, "name": run.name})
-        info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}
-        self.emit("plan", info | {"slots": [self.backend]})
-        return sorted(todo, key=lambda r: -r.config.priority)  # higher priority first
-
-    def claim(self, run: PlannedRun) -> tuple[Path, str] | None:
-        """Write the run's config, mark it running; its config path and log header, or None."""
-        run_dir = self.run_dirs[run.id]
-        config = write_job_config(run, run_dir)
-        if not self.store.claim(run.id, self.owner, self.code_version):
-            self.result.busy.append(run.id)
-            self.emit("busy", {"id": run.id, "name": run.name, "host": None})
-            return None
-        attempt = self.launches[run.id] = self.launches.get(run.id, 0) + 1
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        info = {"id": run.id, "name": run.name, "slot": self.backend, "attempt": attempt}
-        self.emit("start", info | {"pid": None, "run_dir": str(run_dir)})
-        return config, f"--- nettle sweep ({self.backend}): attempt {attempt}, {stamp}"
-
-    def record(self, run: PlannedRun, report: dict[str, Any] | None, error: str = "") -> bool:
-        """Record a job's report (or `error`, when it returned none); True to submit it again."""
-        if report is None:
-            outcome = Outcome("failed", error or "the job returned no report", retry=True)
-            if worker.is_oom(error):
-                outcome.reason = "out of memory"
-            summary, log_text = None, error
-        else:
-            summary, log_text = report.get("summary"), report.get("log", "")
-            outcome = worker.classify_exit(report["returncode"], summary, log_text)
-        tail = "\n".join(log_text.splitlines()[-40:])
-        missing = outcome.status == "done" and record_outcome(
-            self.store, run, self.run_dirs[run.id]
-        )
-        if missing:
-            outcome = Outcome("failed", missing, retry=True)
-        if outcome.status == "done":
-            self.result.done.append(run.id)
-            seconds = (report or {}).get("seconds", 0.0)
-            self.emit("done", {"id": run.id, "name": run.name, "seconds": seconds})
-            return False
-        reason = outcome.reason or "failed"
-        retry = outcome.retry and self.launches.get(run.id, 0) <= self.retries
-        self.store.record_failure(run.id, reason, tail)
-        if not retry:
-            self.result.failed[run.id] = reason
-        self.emit("failed", {"id": run.id, "name": run.name, "reason": reason, "retry": retry})
-        return retry
-
-    def preempt(self, run: PlannedRun, reason: str = "stopped by the scheduler") -> None:
-        """Mark a run that was stopped before it ended as preempted."""
-        self.store.set_status(run.id, "preempted", reason=reason)
-        self.result.preempted.append(run.id)
-        self.emit("preempted", {"id": run.id, "name": run.name, "reason": reason})
-
-    def finish(self) -> SweepResult:
-        """The result of the call, with its duration."""
-        self.result.interrupted = self.stop_signal is not None
-        self.result.seconds = time.monotonic() - self.t0
-        return self.result
 
 
 def resolve(

@@ -40,7 +40,7 @@ from nettle.experiment.backends.common import (
     resolve,
     run_job,
 )
-from nettle.experiment.schedule import SweepResult
+from nettle.experiment.driver import SweepResult
 from nettle.experiment.spec import PlannedRun, SweepPlan
 from nettle.experiment.store import Store
 
@@ -161,6 +161,7 @@ def _drive(
             run_dir = str(driver.run_dirs[run.id])
             args = (command, str(config), run_dir, run.id, driver.plan.name, header)
             pending[remote.remote(*args, threads, gpus, grace)] = run
+            driver.started(run, "ray")
 
     for run in todo:
         submit(run)

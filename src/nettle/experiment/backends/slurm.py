@@ -41,7 +41,7 @@ from nettle.experiment.backends.common import (
     resolve,
     run_job,
 )
-from nettle.experiment.schedule import SweepResult
+from nettle.experiment.driver import SweepResult
 from nettle.experiment.spec import PlannedRun, SweepPlan
 from nettle.experiment.store import Store
 
@@ -212,6 +212,7 @@ def _drive(
             submitted = [(run, executor.submit(fn)) for run, fn in made]
         for run, job in submitted:
             jobs[run.id] = (job, run)
+            driver.started(run, f"slurm job {job.job_id}")
 
     submit(todo)
     try:
