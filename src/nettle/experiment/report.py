@@ -2,21 +2,28 @@
 robustness curves and learning curves, as a static HTML page and a Markdown research-log entry.
 
 Input is plain data, one record per run (a dict): `name`, and any of `params`, `macs`,
-`test_acc` (0..1), `robustness` (`{attack: {eps: accuracy}}`), `history` (epoch records with
-`epoch`, `train_loss`, `test_acc`, ...), `conv`, `config` and `run_dir`. Runs that did not
-finish are listed apart (`unfinished`: `name`, `status`, `reason`) and never plotted. Extra
-`Section`s add paragraphs, a table and images (e.g. an inspection of a model) to both pages.
-The HTML page is self-contained (plots and images embedded as PNG data, a few lines of script
-to sort the table), so it opens offline from any folder. `report_from_store`
-(`nettle.experiment.store_report`) builds the records from the run store.
+`test_acc` and `test_top5` (0..1), `robustness` (`{attack: {eps: accuracy}}`), `history`
+(epoch records with `epoch`, `train_loss`, `test_acc`, ...), `conv`, `family`, `mode`,
+`config`, `run_dir`, and `label: true` to write the run's name on the trade-off plots even off
+the Pareto front. Runs that did not finish are listed apart (`unfinished`: `name`, `status`,
+`reason`) and never plotted. Published results (`ReferencePoint`, e.g. read by
+`load_reference_points`) are drawn on the trade-off plots. Extra `Section`s add paragraphs, a
+table and images (e.g. an inspection of a model) to both pages. The HTML page is
+self-contained (plots and images embedded as PNG data, a few lines of script to sort the
+table), so it opens offline from any folder. `report_from_store`
+(`nettle.experiment.store_report`) builds the records from the run store. The plots are in
+`nettle.experiment.report_plots`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import csv
 import datetime as _dt
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,116 +37,104 @@ from nettle.experiment.report_page import (
     render_html,
     render_markdown,
 )
+from nettle.experiment.report_plots import (
+    ReferencePoint,
+    pareto_front,
+    plot_learning_curves,
+    plot_robustness,
+    plot_tradeoff,
+    substitute_family,
+    training_mode,
+)
+from nettle.safe_yaml import load_yaml_file
 
 __all__ = [
+    "ReferencePoint",
     "ReportFiles",
     "Section",
+    "load_reference_points",
     "pareto_front",
     "plot_learning_curves",
     "plot_robustness",
     "plot_tradeoff",
+    "substitute_family",
+    "training_mode",
     "write_report",
 ]
 
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both cost and error (lower is better),
-    sorted by cost."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
-    front, best = [], float("inf")
-    for i in order:
-        if points[i][1] < best:
-            front.append(i)
-            best = points[i][1]
-    return front
+_REFERENCE_FIELDS = "name, params, macs (optional), error (test error in %)"
 
 
-def _error(rec: dict[str, Any]) -> float | None:
-    acc = rec.get("test_acc")
-    return None if acc is None else 100.0 * (1.0 - float(acc))
+def _reference_number(value: Any, where: str, what: str, low: float, high: float) -> float:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value.strip())
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{where}: expected {what}, got {value!r}; accepted: {_REFERENCE_FIELDS}")
+    return float(value)
 
 
-def plot_tradeoff(records: Sequence[dict[str, Any]], cost: str = "params") -> Figure:
-    """Test error (%) against `cost` ("params" or "macs"), labelled points, the Pareto front."""
-    rows = [r for r in records if r.get(cost) and _error(r) is not None]
-    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
-    ax = fig.add_subplot()
-    xs = [float(r[cost]) for r in rows]
-    ys = [_error(r) for r in rows]
-    ax.scatter(xs, ys, color="tab:blue", zorder=3)
-    front = pareto_front(list(zip(xs, ys)))
-    if len(front) > 1:
-        ax.step(
-            [xs[i] for i in front],
-            [ys[i] for i in front],
-            where="post",
-            color="tab:red",
-            label="Pareto front",
-            zorder=2,
+def _reference_point(entry: Any, where: str) -> ReferencePoint:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where}: expected a mapping with {_REFERENCE_FIELDS}, got {entry!r}")
+    if None in entry:  # a CSV row with more cells than the header
+        raise ValueError(f"{where}: more cells than the header has columns ({_REFERENCE_FIELDS})")
+    unknown = sorted(set(entry) - {"name", "params", "macs", "error"})
+    if unknown:
+        raise ValueError(f"{where}, field {unknown[0]!r}: unknown; accepted: {_REFERENCE_FIELDS}")
+    name = entry.get("name")
+    if isinstance(name, bool) or not isinstance(name, (str, int, float)) or not str(name).strip():
+        raise ValueError(
+            f"{where}, field 'name': expected a non-empty text, got {name!r}; "
+            f"accepted: {_REFERENCE_FIELDS}"
         )
-        ax.legend(loc="upper right")
-    if xs and max(xs) / max(min(xs), 1) > 20:
-        ax.set_xscale("log")
-    unit = "parameters" if cost == "params" else "multiply-adds per example"
-    ax.set_xlabel(unit)
-    ax.set_ylabel("test error (%)")
-    ax.set_title(f"Error vs {unit}")
-    ax.grid(True, alpha=0.3)
-    texts = [ax.text(x, y, str(r["name"]), fontsize=8) for x, y, r in zip(xs, ys, rows)]
-    if len(texts) > 1:
-        from adjustText import adjust_text
 
-        fig.canvas.draw()  # text extents need a renderer
-        adjust_text(texts, ax=ax, x=xs, y=ys, arrowprops={"arrowstyle": "-", "color": "0.5"})
-    return fig
+    def number(key: str, what: str, low: float, high: float) -> float:
+        return _reference_number(entry.get(key), f"{where}, field {key!r}", what, low, high)
+
+    macs = entry.get("macs")
+    missing = macs is None or (isinstance(macs, str) and not macs.strip())
+    return ReferencePoint(
+        name=str(name).strip(),
+        params=number("params", "a count >= 1", 1, math.inf),
+        error=number("error", "a percentage in [0, 100]", 0, 100),
+        macs=None if missing else number("macs", "a count >= 1 or nothing", 1, math.inf),
+    )
 
 
-def plot_robustness(records: Sequence[dict[str, Any]]) -> Figure:
-    """Robust accuracy against epsilon, one line per (model, attack)."""
-    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
-    ax = fig.add_subplot()
-    for rec in records:
-        for attack, curve in (rec.get("robustness") or {}).items():
-            eps = sorted(float(e) for e in curve)
-            acc = [100.0 * float(curve[_key(curve, e)]) for e in eps]
-            ax.plot(eps, acc, marker="o", label=f"{rec['name']} / {attack}")
-    ax.set_xlabel("epsilon")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.set_title("Accuracy under attack")
-    ax.grid(True, alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
-    return fig
+def load_reference_points(path: str | Path) -> list[ReferencePoint]:
+    """Published results to draw on the trade-off plots, from a YAML or CSV file.
 
+    YAML: a list of mappings; CSV: a header row. Keys or columns: `name`, `params`, `macs`
+    (may be missing or empty), `error` (test error in percent).
 
-def _key(curve: dict[Any, Any], eps: float) -> Any:
-    for k in curve:
-        if float(k) == eps:
-            return k
-    raise KeyError(eps)
+    Example:
+        >>> load_reference_points("papers.csv")  # doctest: +SKIP
+        [ReferencePoint(name='WRN-28-10', params=36500000.0, error=3.9, macs=5.2e9)]
 
-
-def plot_learning_curves(records: Sequence[dict[str, Any]]) -> Figure:
-    """Training loss and test accuracy per epoch for every run with a history."""
-    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    for rec in records:
-        hist = [h for h in rec.get("history") or [] if "epoch" in h]
-        if not hist:
-            continue
-        epochs = [h["epoch"] for h in hist]
-        if all("train_loss" in h for h in hist):
-            loss_ax.plot(epochs, [h["train_loss"] for h in hist], label=rec["name"])
-        if all("test_acc" in h for h in hist):
-            acc_ax.plot(epochs, [100 * h["test_acc"] for h in hist], label=rec["name"])
-    loss_ax.set(xlabel="epoch", ylabel="training loss", title="Training loss")
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    return fig
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: a file that does not parse or a bad point; one line naming the file, the
+            row (counted from 1, the CSV header not counted) and the field.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        entries = load_yaml_file(path)  # safe and bounded; errors name the file and line
+    elif suffix == ".csv":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text; expected a CSV file") from None
+        entries = list(csv.DictReader(io.StringIO(text)))
+    else:
+        raise ValueError(f"{path}: reference points are read from .yaml, .yml or .csv files")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty list of points with {_REFERENCE_FIELDS}")
+    return [_reference_point(e, f"{path}: row {i}") for i, e in enumerate(entries, 1)]
 
 
 @dataclass
@@ -152,19 +147,22 @@ class ReportFiles:
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
-_COLUMNS = [
-    ("name", "run"),
-    ("conv", "substitute"),
-    ("params", "params"),
-    ("macs", "MACs"),
-    ("test_acc", "test acc (%)"),
-]
+def _columns(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The table's (key, heading): training mode and top-5 only when some run has them."""
+    mixed = any((r.get("mode") or training_mode(r.get("config") or {})) != "plain" for r in records)
+    top5 = any(r.get("test_top5") is not None for r in records)
+    return (
+        [("name", "run"), ("conv", "substitute")]
+        + [("mode", "training")] * mixed
+        + [("params", "params"), ("macs", "MACs"), ("test_acc", "test acc (%)")]
+        + [("test_top5", "top-5 acc (%)")] * top5
+    )
 
 
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return ""
-    if key == "test_acc":
+    if key in ("test_acc", "test_top5"):
         return f"{100 * float(value):.2f}"
     if key in ("params", "macs"):
         return f"{int(value):,}"
@@ -172,16 +170,22 @@ def _cell(key: str, value: Any) -> str:
 
 
 def _table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[tuple[str, Any]]]]:
+    columns = _columns(records)
     attacks = sorted(
         {(a, float(e)) for r in records for a, c in (r.get("robustness") or {}).items() for e in c}
     )
-    heads = [h for _, h in _COLUMNS] + [f"{a} eps={e:g} (%)" for a, e in attacks]
+    heads = [h for _, h in columns] + [f"{a} eps={e:g} (%)" for a, e in attacks]
     rows = []
     for r in records:
-        row = [(_cell(k, r.get(k)), r.get(k)) for k, _ in _COLUMNS]
-        for a, e in attacks:
-            curve = (r.get("robustness") or {}).get(a) or {}
-            v = next((curve[k] for k in curve if float(k) == e), None)
+        values = dict(r)
+        if "mode" in dict(columns):
+            values["mode"] = r.get("mode") or training_mode(r.get("config") or {})
+        row = [(_cell(k, values.get(k)), values.get(k)) for k, _ in columns]
+        curves = {
+            (a, float(e)): v for a, c in (r.get("robustness") or {}).items() for e, v in c.items()
+        }
+        for key in attacks:
+            v = curves.get(key)
             row.append(("" if v is None else f"{100 * float(v):.2f}", v))
         rows.append(row)
     return heads, rows
@@ -194,6 +198,16 @@ def _png(fig: Figure, path: Path) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _reference_note(references: Sequence[ReferencePoint]) -> str:
+    points = [
+        f"{p.name} ({p.params:,.0f} params"
+        + ("" if p.macs is None else f", {p.macs:,.0f} MACs")
+        + f", {p.error:g}% error)"
+        for p in references
+    ]
+    return "Published results (black stars): " + "; ".join(points) + "."
+
+
 def write_report(
     records: Sequence[dict[str, Any]],
     out_dir: str | Path,
@@ -204,6 +218,7 @@ def write_report(
     about: Sequence[str] = (),
     unfinished: Sequence[dict[str, Any]] = (),
     sections: Sequence[Section] = (),
+    references: Sequence[ReferencePoint] = (),
 ) -> ReportFiles:
     """Write `report.html`, `report.md` and the plots (PNG) into `out_dir`.
 
@@ -216,12 +231,13 @@ def write_report(
         about: what ran (sweeps, runs, statuses, code version), one line each.
         unfinished: runs left out of the table and plots, listed with their status and reason.
         sections: extra sections after the plots.
+        references: published results drawn as black stars on the trade-off plots.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {
-        "error_vs_params": plot_tradeoff(records, "params"),
-        "error_vs_macs": plot_tradeoff(records, "macs"),
+        "error_vs_params": plot_tradeoff(records, "params", references),
+        "error_vs_macs": plot_tradeoff(records, "macs", references),
     }
     if any(r.get("robustness") for r in records):
         figures["robustness"] = plot_robustness(records)
@@ -232,7 +248,8 @@ def write_report(
         plots[name] = out / f"{name}.png"
         encoded[name] = _png(fig, plots[name])
     heads, rows = _table_rows(records)
-    page = Page(title, _dt.date.today().isoformat(), list(about), list(notes), list(commands))
+    notes = list(notes) + [_reference_note(references)] * bool(references)
+    page = Page(title, _dt.date.today().isoformat(), list(about), notes, list(commands))
     page.unfinished = [
         [str(r.get("name", "")), str(r.get("status", "")), str(r.get("reason") or "")]
         for r in unfinished

@@ -50,15 +50,19 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
   th.addEventListener('click', function () {
     var body = th.closest('table').tBodies[0];
     var asc = th.dataset.dir !== 'asc';
+    th.closest('tr').querySelectorAll('th').forEach(function (h) { delete h.dataset.dir; });
     th.dataset.dir = asc ? 'asc' : 'desc';
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+    var keyed = Array.prototype.map.call(body.rows, function (r) {
+      var v = r.cells[col].dataset.v;
+      return { row: r, v: v, n: v === '' ? NaN : Number(v) };
+    });
+    keyed.sort(function (a, b) {
+      var c = (isNaN(a.n) || isNaN(b.n)) ? (a.v < b.v ? -1 : a.v > b.v ? 1 : 0) : a.n - b.n;
       return asc ? c : -c;
     });
-    rows.forEach(function (r) { body.appendChild(r); });
+    var frag = document.createDocumentFragment();
+    keyed.forEach(function (k) { frag.appendChild(k.row); });
+    body.appendChild(frag);
   });
 });
 """
@@ -112,7 +116,7 @@ def render_html(page: Page, heads, rows, encoded, sections: Sequence[Section]) -
     esc = html.escape
     about = "".join(f"<li>{esc(a)}</li>" for a in page.about)
     note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in page.notes)
-    table = _html_table(heads, rows, "sortable")
+    table = f'<div class="scroll">{_html_table(heads, rows, "sortable")}</div>'
     left_out = ""
     if page.unfinished:
         cells = [[(c, c) for c in row] for row in page.unfinished]
@@ -128,12 +132,13 @@ def render_html(page: Page, heads, rows, encoded, sections: Sequence[Section]) -
 body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; }}
 table {{ border-collapse: collapse; margin: 0.5em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
-th {{ background: #f3f3f3; }} table.sortable th {{ cursor: pointer; }}
+th {{ background: #f3f3f3; }} table.sortable th {{ cursor: pointer; position: sticky; top: 0; }}
+.scroll {{ max-height: 36em; overflow: auto; display: inline-block; max-width: 100%; }}
 table.sortable td {{ text-align: right; }} table.plain td {{ text-align: left; }}
 table.sortable td:first-child {{ text-align: left; white-space: nowrap; }}
 th[data-dir="asc"]::after {{ content: " \\25B2"; }} th[data-dir="desc"]::after {{ content: " \\25BC"; }}
 figure {{ display: inline-block; margin: 1em; vertical-align: top; }}
-img {{ max-width: 560px; }} figcaption, .caption {{ color: #555; font-size: 0.9em; }}
+img {{ max-width: 680px; }} figcaption, .caption {{ color: #555; font-size: 0.9em; }}
 .note {{ color: #333; border-left: 3px solid #c9a227; padding-left: 0.6em; }}
 </style></head><body>
 <h1>{esc(page.title)}</h1><p>{page.today}</p><ul>{about}</ul>{note_html}
