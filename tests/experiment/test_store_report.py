@@ -6,10 +6,16 @@ import pytest
 import yaml
 
 from nettle.cli import main
-from nettle.experiment.job import parse_robustness_metrics, robustness_metrics
 from nettle.experiment.spec import plan_sweep
 from nettle.experiment.store import Store
-from nettle.experiment.store_report import NoRunsError, report_from_store, sweep_spec
+from nettle.experiment.store_report import (
+    NoRunsError,
+    attack_label,
+    records_from_rows,
+    report_from_store,
+    robustness_curves,
+    sweep_spec,
+)
 
 SPEC = {
     "name": "widths",
@@ -43,9 +49,19 @@ def _store(tmp_path):
     for run, params, macs, acc in ((wide, 9000, 90000, 0.97), (narrow, 1200, 15000, 0.91)):
         store.claim(run.id, "me", code_version="abc123")
         store.set_status(run.id, "done")
-        robust = robustness_metrics({"pgd": {0.1: acc / 2, 0.2: acc / 8}})
-        store.record_metrics(
-            run.id, {"params": params, "macs": macs, "best_test_acc": acc} | robust
+        store.record_metrics(run.id, {"params": params, "macs": macs, "best_test_acc": acc})
+        store.record_robustness(
+            run.id,
+            [
+                {
+                    "attack": "pgd",
+                    "options": {"steps": 10},
+                    "eps": e,
+                    "accuracy": a,
+                    "examples": 360,
+                }
+                for e, a in ((0.1, acc / 2), (0.2, acc / 8))
+            ],
         )
         epochs = [
             {"kind": "epoch", "epoch": e, "train_loss": 1 / e, "test_acc": acc} for e in (1, 2)
@@ -58,19 +74,13 @@ def _store(tmp_path):
     return store, plan
 
 
-def test_robustness_metric_names_round_trip():
-    curves = {"pgd": {0.05: 0.5, 0.1: 0.25}, "cw_l2": {1e-05: 0.9}}
-    flat = robustness_metrics(curves)
-    assert "robust_acc_pgd_eps0p05" in flat and all("." not in k for k in flat)
-    assert parse_robustness_metrics(flat | {"params": 3}) == curves
-
-
 def test_report_from_store_lists_failures_apart_and_plots_the_done_runs(tmp_path):
     store, _ = _store(tmp_path)
     files = report_from_store(store, tmp_path / "report", sweep="widths")
     assert sorted(r["name"] for r in files.records) == ["narrow", "wide"]
     wide = next(r for r in files.records if r["name"] == "wide")
-    assert wide["robustness"] == {"pgd": {0.1: 0.485, 0.2: 0.97 / 8}}
+    assert wide["robustness"] == {"pgd(steps=10)": {0.1: 0.485, 0.2: 0.97 / 8}}
+    assert (wide["family"], wide["mode"], wide["conv"]) == ("Conv", "plain", "Conv")
     assert [h["epoch"] for h in wide["history"]] == [1, 2]
     page = files.html.read_text()
     body = page.split("<h2>Results</h2>")[1].split("<h2>Plots</h2>")[0]
@@ -121,3 +131,92 @@ def test_cli_report_filters_with_where(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["runs"] == ["wide"] and (out / "report.html").is_file()
     assert yaml.safe_load((out / "sweep-widths.yaml").read_text())["name"] == "widths"
+
+
+@pytest.mark.parametrize(
+    ("attack", "options", "label"),
+    [
+        ("fgsm", {}, "fgsm"),
+        ("pgd", None, "pgd"),
+        ("pgd", {"steps": 10}, "pgd(steps=10)"),
+        ("cw", {"steps": 50, "c": 1.0, "kappa": 0.5}, "cw(c=1,kappa=0.5,steps=50)"),
+    ],
+)
+def test_attack_label_sorts_the_options(attack, options, label):
+    assert attack_label(attack, options) == label
+
+
+def _row(i, conv, extra=None, **fields):
+    config = {"name": f"run{i}", "model": {"conv": conv}} | (extra or {})
+    return {
+        "id": f"id{i}",
+        "sweep": "s",
+        "name": f"run{i}",
+        "status": "done",
+        "reason": None,
+        "config": config,
+        "run_dir": None,
+    } | fields
+
+
+def test_records_from_hand_built_rows():
+    robust = [
+        {"attack": "pgd", "options": {"steps": 10}, "eps": 0.2, "accuracy": 0.1, "examples": 360},
+        {"attack": "pgd", "options": {"steps": 10}, "eps": 0.1, "accuracy": 0.3, "examples": 100},
+        {"attack": "pgd", "options": {"steps": 10}, "eps": 0.1, "accuracy": 0.31, "examples": 360},
+        {"attack": "fgsm", "options": {}, "eps": 0.1, "accuracy": 0.5, "examples": 360},
+    ]
+    rows = [
+        _row(
+            0,
+            "Generic_0.1",
+            {"distill": {"teacher": "t"}},
+            metrics={"params": 900.0, "macs": 1e4, "best_test_acc": 0.9, "test_acc": 0.8},
+            robustness=robust,
+            robustness_warnings=["pgd: loss flat"],
+        ),
+        _row(
+            1,
+            "ACDC_12",
+            {"adversarial": {"eps": 0.03}},
+            metrics={"test_acc": 0.7, "test_top5": 0.99},
+        ),
+        _row(2, None, {"bayes": {"threshold": -3.0}}),
+        _row(3, "HashedDecimate", status="failed", reason="exit 1: boom"),
+    ]
+    done, unfinished = records_from_rows(rows)
+    assert unfinished == [{"name": "run3", "status": "failed", "reason": "exit 1: boom"}]
+    first, second, third = done
+    assert (first["conv"], first["family"], first["mode"]) == (
+        "Generic_0.1",
+        "Generic",
+        "distilled",
+    )
+    assert (second["family"], second["mode"]) == ("ACDC", "adversarial")
+    assert (third["conv"], third["family"], third["mode"]) == ("Conv", "Conv", "bayes")
+    assert first["robustness"] == {"fgsm": {0.1: 0.5}, "pgd(steps=10)": {0.1: 0.31, 0.2: 0.1}}
+    assert list(first["robustness"]["pgd(steps=10)"]) == [0.1, 0.2]
+    assert first["warnings"] == ["pgd: loss flat"] and second["warnings"] == []
+    assert (first["params"], first["macs"], first["test_acc"], first["test_top5"]) == (
+        900.0,
+        1e4,
+        0.9,
+        None,
+    )
+    assert (second["test_acc"], second["test_top5"]) == (0.7, 0.99)
+    assert (third["params"], third["test_acc"], third["robustness"]) == (None, None, {})
+    assert robustness_curves([]) == {}
+
+
+def test_cli_report_draws_reference_points_and_refuses_a_bad_file(tmp_path, capsys):
+    _store(tmp_path)
+    refs = tmp_path / "papers.csv"
+    refs.write_text("name,params,macs,error\nWide paper,5000,,2.5\n")
+    out = tmp_path / "r"
+    args = ["report", "--root", str(tmp_path), "-o", str(out), "--references"]
+    assert main([*args, str(refs)]) == 0
+    assert "Wide paper (5,000 params, 2.5% error)" in (out / "report.md").read_text()
+    refs.write_text("name,params,macs,error\nWide paper,5000,,many\n")
+    assert main([*args, str(refs)]) == 2
+    err = capsys.readouterr().err
+    assert str(refs) in err and "row 1, field 'error'" in err

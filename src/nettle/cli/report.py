@@ -1,9 +1,11 @@
-"""`nettle report [SWEEP] [--where EXPR ...] [--store PATH] [--root DIR] -o DIR [--json]`.
+"""`nettle report [SWEEP] [--where EXPR] [--store PATH] [--root DIR] [--references FILE] -o DIR`.
 
 Builds the HTML page and the Markdown research-log entry of the runs in the store: a sortable
 table, error vs parameters and vs multiply-adds with labelled points and the Pareto front,
 robustness and learning curves; unfinished runs listed with their reason; the commands that
-reproduce it (with a sweep file per sweep, written next to the report).
+reproduce it (with a sweep file per sweep, written next to the report). `--references` draws
+published results (a YAML list or a CSV file of name, params, macs, error in %) as black stars
+on the error plots.
 """
 
 from __future__ import annotations
@@ -36,15 +38,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default=None, help="run store (default ROOT/nettle.db)")
     p.add_argument("-o", "--out", required=True, help="folder of the report")
     p.add_argument("--title", default=None, help="title of the page")
+    p.add_argument(
+        "--references",
+        default=None,
+        metavar="FILE",
+        help="published results to draw: YAML or CSV of name, params, macs, error (%%)",
+    )
     p.add_argument("--json", action="store_true", help="print where the files are as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from nettle.experiment.report import load_reference_points
     from nettle.experiment.store_report import report_from_store
 
     store = Path(args.store or Path(args.root) / "nettle.db")
-    files = report_from_store(store, args.out, args.sweep, args.where, title=args.title)
+    refs = load_reference_points(args.references) if args.references else []
+    files = report_from_store(
+        store, args.out, args.sweep, args.where, title=args.title, references=refs
+    )
     if args.json:
         info = {
             "html": str(files.html),

@@ -19,17 +19,30 @@ from __future__ import annotations
 import json
 import shlex
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nettle.experiment.job import parse_robustness_metrics
-from nettle.experiment.report import ReportFiles, Section, write_report
+from nettle.experiment.report import (
+    ReferencePoint,
+    ReportFiles,
+    Section,
+    substitute_family,
+    training_mode,
+    write_report,
+)
 from nettle.experiment.store import STATUSES, Store
 
-__all__ = ["NoRunsError", "records_from_rows", "report_from_store", "sweep_spec"]
+__all__ = [
+    "NoRunsError",
+    "attack_label",
+    "records_from_rows",
+    "report_from_store",
+    "robustness_curves",
+    "sweep_spec",
+]
 
 
 class NoRunsError(ValueError):
@@ -67,31 +80,62 @@ def _names(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [str(r["name"] or r["id"]) for r in rows]
 
 
+def attack_label(attack: str, options: Mapping[str, Any] | None = None) -> str:
+    """The attack's name, with its options sorted by key when it has any: `pgd(steps=10)`."""
+    if not options:
+        return attack
+    text = (
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(options.items())
+    )
+    return f"{attack}({','.join(text)})"
+
+
+def robustness_curves(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[float, float]]:
+    """`{attack label: {eps: accuracy}}` of a run's robust accuracies (store rows with
+    `attack`, `options`, `eps`, `accuracy`, `examples`), labels and epsilons in order; of an
+    epsilon attacked on several numbers of examples, the largest number counts."""
+    curves: dict[str, dict[float, float]] = {}
+    for e in sorted(entries, key=lambda e: e.get("examples") or 0):
+        label = attack_label(str(e["attack"]), e.get("options"))
+        curves.setdefault(label, {})[float(e["eps"])] = float(e["accuracy"])
+    return {a: dict(sorted(c.items())) for a, c in sorted(curves.items())}
+
+
 def records_from_rows(
     rows: Sequence[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Report records of the done runs, and (name, status, reason) of the others."""
+    """Report records of the done runs, and (name, status, reason) of the others.
+
+    A record has the run's `name`, `id`, `sweep`, `conv` (its substitute spec), `family` (the
+    spec without its setting), `mode` (plain, distilled, adversarial or bayes), the final
+    metrics (`params`, `macs`, `macs_executed`, `test_acc`, `test_top5`), `robustness`
+    (`robustness_curves` of `row["robustness"]`), `warnings` (of the robustness evaluation),
+    `history` (the epochs of its `metrics.jsonl`), `phases`, `run_dir` and `config`.
+    """
     done, unfinished = [], []
     for row, name in zip(rows, _names(rows)):
         if row["status"] != "done":
             unfinished.append({"name": name, "status": row["status"], "reason": row["reason"]})
             continue
-        metrics, cfg = row["metrics"], row["config"]
+        metrics, cfg = row.get("metrics") or {}, row["config"]
+        conv = (cfg.get("model") or {}).get("conv")
         run_dir = Path(row["run_dir"]) if row.get("run_dir") else None
         summary = _json(run_dir / "summary.json" if run_dir else None)
-        attacked = _json(run_dir / "robustness.json" if run_dir else None)
         done.append(
             {
                 "name": name,
                 "id": row["id"],
                 "sweep": row["sweep"],
-                "conv": (cfg.get("model") or {}).get("conv") or "Conv",
+                "conv": conv or "Conv",
+                "family": substitute_family(conv),
+                "mode": training_mode(cfg),
                 "params": metrics.get("params"),
                 "macs": metrics.get("macs"),
                 "macs_executed": metrics.get("macs_executed"),
                 "test_acc": metrics.get("best_test_acc", metrics.get("test_acc")),
-                "robustness": parse_robustness_metrics(metrics),
-                "warnings": list(attacked.get("warnings") or []),
+                "test_top5": metrics.get("test_top5"),
+                "robustness": robustness_curves(row.get("robustness") or []),
+                "warnings": [str(w) for w in row.get("robustness_warnings") or []],
                 "history": _history(run_dir),
                 "phases": summary.get("phases") or {},
                 "run_dir": None if run_dir is None else str(run_dir),
@@ -169,6 +213,7 @@ def report_from_store(
     commands: Sequence[str] | None = None,
     notes: Sequence[str] = (),
     sections: Sequence[Section] = (),
+    references: Sequence[ReferencePoint] = (),
 ) -> ReportFiles:
     """Write the report of the runs of `sweep` (default: all) matching `where` into `out_dir`.
 
@@ -182,6 +227,7 @@ def report_from_store(
             written sweep file, then this `nettle report`).
         notes: remarks under the date; masking warnings of the runs are added.
         sections: extra sections (`Section`) after the plots.
+        references: published results drawn on the trade-off plots.
 
     Returns:
         Where the files are, and the report's records.
@@ -232,4 +278,5 @@ def report_from_store(
         about=_about(store, rows, sweep, where),
         unfinished=unfinished,
         sections=sections,
+        references=references,
     )
