@@ -22,19 +22,30 @@ Exponent bits are `ceil(log2(log2(max|mu|) + 1) + 1)` (at least 1), one sign bit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from nettle.nn.bayesian import BayesianLayer, Conv2dGroupNJ, LinearGroupNJ
+from nettle.loss_output import LossOutput
+from nettle.measure.timing import PhaseTimer
+from nettle.nn.bayesian import (
+    BayesianLayer,
+    Conv2dGroupNJ,
+    LinearGroupNJ,
+    bayesian_kl,
+    clip_variances,
+)
 
 __all__ = [
     "BayesCompression",
     "BayesObjective",
     "LayerCompression",
     "apply_compression",
+    "bayes_report",
     "bayesian_layers",
     "compress_bayesian",
     "format_compression",
@@ -222,25 +233,49 @@ def format_compression(report: BayesCompression) -> str:
     return "\n".join(lines)
 
 
+def bayes_report(
+    model: nn.Module, threshold: float, accuracy: Callable[[nn.Module], float]
+) -> dict[str, Any]:
+    """Prune and reduce precision, measure accuracy, then put the model back as trained.
+
+    Args:
+        model: a trained model of `nettle.nn.bayesian` layers.
+        threshold: the `log alpha` pruning threshold.
+        accuracy: the test accuracy of a model (called once, on the compressed model).
+
+    Returns:
+        `BayesCompression.to_dict()` with `accuracy_reduced` set, plus its `text`
+        (`format_compression`).
+    """
+    report, masks, bits = compress_bayesian(model, threshold)
+    apply_compression(model, masks, bits)
+    try:
+        report.accuracy_reduced = accuracy(model)
+    finally:
+        for _, layer in bayesian_layers(model):
+            layer.deterministic = False
+            layer.set_compressed(None)
+    return report.to_dict() | {"text": format_compression(report)}
+
+
 class BayesObjective:
     """Variational loss: cross-entropy + KL / (number of training examples).
 
     The KL of the whole model is scaled by the number of *examples* (not minibatches), so the
     per-batch loss is an unbiased estimate of the negative ELBO per example; after every
-    optimiser step the layers' variances are clipped (`clip_var`).
+    optimiser step the layers' variances are clipped (`clip_var`). After training,
+    `final_report` prunes at `threshold` and reports the compression (`bayes_report`).
     """
 
-    def __init__(self, num_examples: int) -> None:
+    def __init__(self, num_examples: int, threshold: float = -3.0) -> None:
         if num_examples < 1:
             raise ValueError(f"num_examples must be positive, got {num_examples}")
         self.num_examples = num_examples
+        self.threshold = threshold
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer):
-        import torch.nn.functional as F
-
-        from nettle.nn.bayesian import bayesian_kl
-        from nettle.train.objectives import LossOutput
-
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
+    ) -> LossOutput:
         with timer.phase("forward"):
             logits = model(x)
             ce = F.cross_entropy(logits, y)
@@ -248,6 +283,10 @@ class BayesObjective:
         return LossOutput(ce + kl, logits, {"ce": ce.detach(), "kl": kl.detach()})
 
     def after_step(self, model: nn.Module) -> None:
-        from nettle.nn.bayesian import clip_variances
-
         clip_variances(model)
+
+    def final_report(
+        self, model: nn.Module, accuracy: Callable[[nn.Module], float]
+    ) -> dict[str, Any]:
+        """`{"bayes": bayes_report(...)}` of the trained model."""
+        return {"bayes": bayes_report(model, self.threshold, accuracy)}

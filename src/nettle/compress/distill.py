@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nettle.loss_output import LossOutput
+from nettle.measure.timing import PhaseTimer
+
 __all__ = ["DistillObjective", "FeatureTap", "at_loss", "attention_map", "kd_loss"]
 
 
@@ -154,9 +157,9 @@ class DistillObjective:
         self._student_tap: FeatureTap | None = None
         self._student: nn.Module | None = None
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer):
-        from nettle.train.objectives import LossOutput
-
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
+    ) -> LossOutput:
         if self._student is not model:
             if self._student_tap is not None:
                 self._student_tap.remove()

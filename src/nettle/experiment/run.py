@@ -43,8 +43,9 @@ from nettle.config import (
     dump_config,
     identity,
 )
+from nettle.experiment.objective import build_objective
 from nettle.files import atomic_write
-from nettle.models.build import build_model, load_teacher
+from nettle.models.build import build_model
 from nettle.train.guards import NonFiniteLossError, default_dtype_guard
 
 __all__ = ["default_run_dir", "prepare_run_dir", "run_experiment"]
@@ -195,7 +196,7 @@ def _run_experiment(
     from nettle.train.augment import build_augment
     from nettle.train.data import create_dataset, stratified_subset
     from nettle.train.distributed import all_gather_objects, is_main_process, rank
-    from nettle.train.loop import Trainer, resolve_device
+    from nettle.train.loop import Trainer, evaluate, resolve_device
 
     with torch.device("meta"):  # names, options and shapes are checked before any file is written
         build_model(cfg)
@@ -229,23 +230,7 @@ def _run_experiment(
         _check_labels(cfg, train)
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
-        objective, extras = _student(cfg, model, device) if cfg.distill else (None, {})
-        if cfg.adversarial is not None:  # the config refuses clashing sections (section_clash)
-            from nettle.train.adversarial import create_adversarial
-
-            objective = create_adversarial(cfg.adversarial, cfg.train.seed)
-        from nettle.train.logic_objective import LogicObjective, needs_logic_objective
-
-        if cfg.train.loss == "ctc":
-            from nettle.train.ctc import CTCObjective
-
-            objective = CTCObjective()
-        elif needs_logic_objective(cfg.train):
-            objective = LogicObjective(cfg.train)
-        if cfg.bayes is not None:
-            from nettle.compress.bayes import BayesObjective
-
-            objective = BayesObjective(len(train))
+        objective, extras = build_objective(cfg, model, train, device)
         groups, plan = _decay_groups(cfg, model)
         extras["decay"] = plan
         trainer = Trainer(
@@ -274,8 +259,9 @@ def _run_experiment(
             if main:
                 _write_summary(run_dir, summary | extras, model, cfg, setup, resumed)
             raise
-        if cfg.bayes is not None:
-            extras["bayes"] = _bayes_report(cfg, model, test, d.eval_batch_size)
+        final_report = getattr(objective, "final_report", None)
+        if final_report is not None:  # e.g. the Bayesian compression of the trained model
+            extras |= final_report(model, lambda m: evaluate(m, test, d.eval_batch_size)["acc"])
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed, write=main)
 
 
@@ -291,46 +277,6 @@ def _check_labels(cfg: ExperimentConfig, train: Any) -> None:
             f"train.loss={cfg.train.loss}: data set {cfg.data.name!r} has {kind}; "
             + ("set train.loss: ctc" if sequences else "ctc needs sequence labels (digit-lines)")
         )
-
-
-def _student(
-    cfg: ExperimentConfig, model: nn.Module, device: torch.device
-) -> tuple[Any, dict[str, Any]]:
-    from nettle.compress.distill import DistillObjective
-    from nettle.compress.substitute import load_matching
-
-    dist = cfg.distill
-    teacher = load_teacher(dist.teacher).to(device)
-    layers = list(getattr(model, "at_layers", []))
-    missing = [n for n in layers if n not in dict(teacher.named_modules())]
-    if not layers or missing:
-        raise ValueError(
-            f"distill: the teacher lacks the student's attention points {missing or '(none set)'}"
-        )
-    info: dict[str, Any] = {"teacher": str(dist.teacher), "at_layers": layers}
-    if dist.load_weights:
-        report = load_matching(model, teacher.state_dict())
-        info.update(
-            loaded=len(report.loaded), not_loaded=report.shape_mismatch + report.missing_in_teacher
-        )
-    objective = DistillObjective(teacher, layers, dist.beta, dist.alpha, dist.temperature)
-    return objective, {"distill": info}
-
-
-def _bayes_report(cfg: ExperimentConfig, model: nn.Module, test: Any, batch: int) -> dict[str, Any]:
-    """Prune and reduce precision, measure accuracy, then put the model back as trained."""
-    from nettle.compress.bayes import apply_compression, compress_bayesian, format_compression
-    from nettle.nn.bayesian import BayesianLayer
-    from nettle.train.loop import evaluate
-
-    report, masks, bits = compress_bayesian(model, cfg.bayes.threshold)
-    apply_compression(model, masks, bits)
-    report.accuracy_reduced = evaluate(model, test, batch)["acc"]
-    for m in model.modules():
-        if isinstance(m, BayesianLayer):
-            m.deterministic = False
-            m.set_compressed(None)
-    return report.to_dict() | {"text": format_compression(report)}
 
 
 def _decay_groups(cfg: ExperimentConfig, model: nn.Module) -> tuple[Any, dict[str, Any]]:

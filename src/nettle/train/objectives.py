@@ -10,18 +10,23 @@ not step it) and `after_step(model)` hooks (annealing, variance clipping), `extr
 `load_extra_state(state)` for anything a checkpoint must hold, and `replays` (how many times
 the trainer steps on each batch, e.g. "free" adversarial training). An objective whose outputs
 are not class scores (CTC) also sets `LossOutput.correct` and provides `eval_metric()`, a fresh
-`EvalMetric` for the trainer's evaluation (default `ClassificationMetric`).
+`EvalMetric` for the trainer's evaluation (default `ClassificationMetric`). After training, a
+run calls `final_report(model, accuracy)` when the objective has one (`accuracy(model)` is the
+test accuracy) and adds the dict it returns to the run's summary (Bayesian compression).
+
+A run picks its objective by config section (`nettle.train.objective_registry`); `LossOutput`
+lives in `nettle.loss_output` so that objectives outside this package need not import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nettle.loss_output import LossOutput
 from nettle.measure.timing import PhaseTimer
 
 __all__ = [
@@ -33,22 +38,6 @@ __all__ = [
     "aux_logit_owners",
     "auxiliary_logits",
 ]
-
-
-@dataclass
-class LossOutput:
-    """The loss of a batch, the logits accuracy is computed on, and named loss parts.
-
-    `parts` holds detached scalars (tensors or floats, e.g. `{"kd": ..., "at": ...}`); they are
-    turned into floats only when a metric line is written, so they cost no device sync per step.
-    `correct`, when set, marks (or counts) the correctly predicted examples of the batch, for
-    outputs where `logits.argmax(1) == y` is not the accuracy (CTC); None: that argmax test.
-    """
-
-    loss: torch.Tensor
-    logits: torch.Tensor
-    parts: dict[str, torch.Tensor | float] = field(default_factory=dict)
-    correct: torch.Tensor | None = None
 
 
 class Objective(Protocol):
