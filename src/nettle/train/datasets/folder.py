@@ -3,20 +3,23 @@
 Images are decoded by PIL through `torchvision.datasets.ImageFolder` (as RGB), the shorter side
 resized to `image_size * 8 / 7` (256 for 224), centre-cropped to `image_size` and scaled to
 [0, 1]. Classes are the sub-folder names of `root/train`, sorted. The set stays on disk (it is
-not a `TensorDataset`); the test split is `root/val`.
+not a `TensorDataset`); the test split is `root/val`. A file PIL cannot decode raises a
+`ValueError` naming it when it is read; a split without class folders or images is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from nettle.train.datasets.base import DatasetInfo, register_dataset, require_root
 
-__all__ = ["IMAGEFOLDER_INFO", "folder_classes"]
+__all__ = ["IMAGEFOLDER_INFO", "folder_classes", "load_rgb"]
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +39,36 @@ def folder_classes(folder: Path) -> tuple[str, ...]:
     return tuple(sorted(d.name for d in folder.iterdir() if d.is_dir()))
 
 
+def load_rgb(path: str) -> Image.Image:
+    """Decode an image file as RGB; a file PIL cannot decode raises `ValueError` naming it.
+
+    Images of more than `Image.MAX_IMAGE_PIXELS` pixels (a decompression bomb) are refused.
+    """
+    try:
+        with warnings.catch_warnings(), open(path, "rb") as f:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(f).convert("RGB")
+    except UnidentifiedImageError:
+        reason = "not an image format PIL knows"
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        reason = f"more than {Image.MAX_IMAGE_PIXELS:,} pixels"
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        reason = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+    raise ValueError(f"{path}: unreadable image ({reason}); remove or replace the file")
+
+
 def _describe(info: DatasetInfo, root: Path) -> DatasetInfo:
     train = root / "train"
     if not train.is_dir():
         return info
     classes = folder_classes(train)
+    if not classes:
+        raise ValueError(_no_classes(train))
     return dataclasses.replace(info, num_classes=len(classes), classes=classes)
+
+
+def _no_classes(folder: Path) -> str:
+    return f"imagefolder: {folder} has no class folders (expected {folder}/<class>/*.jpg|png)"
 
 
 @register_dataset(IMAGEFOLDER_INFO, describe=_describe)
@@ -67,7 +94,12 @@ def _load_imagefolder(
             transforms.ToTensor(),
         ]
     )
-    data = torchvision.datasets.ImageFolder(str(folder), transform=transform)
+    if not folder_classes(folder):
+        raise ValueError(_no_classes(folder))
+    try:
+        data = torchvision.datasets.ImageFolder(str(folder), transform=transform, loader=load_rgb)
+    except FileNotFoundError as exc:  # a class folder without images
+        raise ValueError(f"imagefolder: {folder}: {exc}".strip()) from None
     train_classes = folder_classes(root / "train") if (root / "train").is_dir() else None
     if train_classes is not None and tuple(data.classes) != train_classes:
         raise ValueError(

@@ -10,7 +10,8 @@ then each dimension as a big-endian 32-bit integer, then the data, big-endian, r
 
 from __future__ import annotations
 
-import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from nettle.train.datasets.base import (
 
 __all__ = ["MNIST_INFO", "find_mnist_file", "read_idx"]
 
+MAX_IDX_BYTES = 256 * 2**20
+"""Largest idx file read, decompressed (MNIST's training images are 47 MB)."""
 _IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -51,12 +54,11 @@ def read_idx(path: str | Path) -> np.ndarray:
             the dimensions in the header (a truncated or padded file).
     """
     path = Path(path)
+    if path.stat().st_size > MAX_IDX_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_IDX_BYTES:,} bytes; not an MNIST idx file")
     raw = path.read_bytes()
     if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: broken gzip stream ({exc})") from None
+        raw = _gunzip(path, raw)
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
         raise ValueError(f"{path}: not an idx file (bad magic number 0x{raw[:4].hex()})")
     ndim = raw[3]
@@ -65,13 +67,27 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: truncated idx header ({len(raw)} bytes, {ndim} dimensions)")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize
     if len(raw) != expected:
         kind = "truncated" if len(raw) < expected else "padded"
         raise ValueError(
             f"{path}: {kind} idx file ({len(raw)} bytes, expected {expected} for shape {dims})"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _gunzip(path: Path, raw: bytes) -> bytes:
+    """The decompressed bytes, stopping once they pass `MAX_IDX_BYTES` (a gzip bomb)."""
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflate.decompress(raw, MAX_IDX_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"{path}: broken gzip stream ({exc})") from None
+    if len(out) > MAX_IDX_BYTES:
+        raise ValueError(f"{path}: decompresses to more than {MAX_IDX_BYTES:,} bytes")
+    if not inflate.eof:
+        raise ValueError(f"{path}: broken gzip stream (it ends early)")
+    return out
 
 
 def find_mnist_file(root: Path, name: str) -> Path | None:
@@ -100,7 +116,7 @@ def _read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         found.append(path)
     images_file, labels_file = found
     images, labels = read_idx(images_file), read_idx(labels_file)
-    if images.dtype != np.uint8 or images.ndim != 3:
+    if images.dtype != np.uint8 or images.ndim != 3 or min(images.shape[1:]) < 1:
         raise ValueError(f"{images_file}: expected unsigned bytes (N, H, W), got {images.shape}")
     if labels.dtype != np.uint8 or labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(f"{labels_file}: expected {len(images)} byte labels, got {labels.shape}")
@@ -119,6 +135,8 @@ def _load_mnist(
 
         torchvision.datasets.MNIST(str(root), train=split == "train", download=True)
     images, labels = _read_split(root, split)
+    if len(images) == 0:
+        raise ValueError(f"mnist: the {split} files in {root} hold no images")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return TensorDataset(resize_images(x, image_size), y)
