@@ -207,6 +207,9 @@ class DARTS(nn.Module):
         genotype: the cells (DARTS-V2).
     """
 
+    checkpoint_block_types: tuple[type[nn.Module], ...] = (Cell,)
+    """The blocks `nettle.nn.checkpointing.checkpoint_blocks` recomputes."""
+
     def __init__(
         self,
         num_classes: int = 10,

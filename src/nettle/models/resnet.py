@@ -72,6 +72,9 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet with a 7x7/2 stem, 3x3/2 max-pool, four stages and a linear classifier."""
 
+    checkpoint_block_types: tuple[type[nn.Module], ...] = (BasicBlock, Bottleneck)
+    """The blocks `nettle.nn.checkpointing.checkpoint_blocks` recomputes."""
+
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],

@@ -47,6 +47,9 @@ class BasicBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-width for 32x32 images."""
 
+    checkpoint_block_types: tuple[type[nn.Module], ...] = (BasicBlock,)
+    """The blocks `nettle.nn.checkpointing.checkpoint_blocks` recomputes."""
+
     def __init__(
         self,
         depth: int = 28,
