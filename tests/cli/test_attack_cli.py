@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from nettle.cli import main
 from nettle.config import load_config_dict
@@ -33,8 +34,27 @@ def test_attack_a_run_dir(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["examples"] == 40 and set(out["accuracy"]) == {"fgsm", "pgd"}
     assert out["accuracy"]["pgd"]["0.2"] <= out["accuracy"]["pgd"]["0.05"] <= out["clean_accuracy"]
-    saved = json.loads((tmp_path / "run" / "robustness.json").read_text())
-    assert saved["worst"] == out["worst"]
-    assert (tmp_path / "run" / "robustness.png").stat().st_size > 1000
-    assert main(["attack", str(tmp_path / "run"), "--attacks", "deepfool"]) == 2
-    assert "unknown attack 'deepfool'" in capsys.readouterr().err
+    stage = Path(out["saved"])
+    assert stage.parent == tmp_path / "run" / "eval" and stage.name.startswith("attack-")
+    saved = json.loads(stage.read_text())
+    assert saved["result"]["worst"] == out["worst"]
+    assert saved["settings"] == {
+        "attacks": {"fgsm": {}, "pgd": {"steps": 3}},
+        "eps": [0.05, 0.2],
+        "limit": 40,
+        "seed": 0,
+    }
+    assert stage.with_suffix(".png").stat().st_size > 1000
+    before = {p: p.read_bytes() for p in stage.parent.iterdir()}
+    for bad, why in [
+        (["--attacks", "deepfool"], "unknown attack 'deepfool'"),
+        (["--attacks", ""], "--attacks '': name at least one of"),
+        (["--eps", "nan"], "--eps 'nan': expected finite numbers above 0"),
+        (["--eps", "0.1,-1"], "expected finite numbers above 0"),
+        (["--limit", "0"], "--limit 0: expected a number of examples >= 1"),
+        (["--limit", "-5"], "--limit -5: expected a number of examples >= 1"),
+    ]:
+        assert main(["attack", str(tmp_path / "run"), *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+    assert {p: p.read_bytes() for p in stage.parent.iterdir()} == before

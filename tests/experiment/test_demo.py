@@ -1,4 +1,4 @@
-import json
+import yaml
 
 from nettle.experiment.demo import BUDGET_FRACTION, STUDENT_SWEEP, TEACHER_SWEEP, run_demo
 from nettle.experiment.store import Store
@@ -26,18 +26,26 @@ def test_demo_runs_its_sweeps_through_the_store_and_reports(tmp_path):
     store = Store(tmp_path / "nettle.db")
     rows = store.query()
     assert {r["sweep"] for r in rows} == {TEACHER_SWEEP, STUDENT_SWEEP}
-    assert all(r["status"] == "done" and "robust_acc_pgd_eps0p1" in r["metrics"] for r in rows)
-    assert set(teacher["robustness"]) == {"fgsm", "pgd"}
-    attacked = json.loads(
-        (tmp_path / TEACHER_SWEEP / teacher["id"] / "robustness.json").read_text()
-    )
-    assert attacked["examples"] == 24
+    for row in rows:
+        assert row["status"] == "done"
+        got = {(r["attack"], r["eps"], r["examples"]) for r in row["robustness"]}
+        assert got == {("fgsm", 0.1, 24), ("pgd", 0.1, 24)}
+    assert set(teacher["robustness"]) == {"fgsm", "pgd(steps=2)"}
+    # the sweeps are files a user can run again; the students' budget was solved at plan time
+    students = yaml.safe_load((tmp_path / "sweeps" / f"{STUDENT_SWEEP}.yaml").read_text())
+    assert students["base"]["model"]["budget"] == {"params": budget}
+    assert students["base"]["evaluate"]["attacks"] == QUICK["attacks"]
+    for student in (generic, hashed):
+        assert student["config"]["model"]["budget"]["achieved"] == student["params"]
+    evals = tmp_path / TEACHER_SWEEP / teacher["id"] / "eval"
+    inspected = [p for p in evals.glob("inspect-*") if p.is_dir()]
+    assert len(inspected) == 1 and (inspected[0] / "filters.png").is_file()
     assert sum(e == "start" for e, _ in events) == 3
     # the report: HTML and Markdown from the store, the teacher's inspection, the timing table
     assert result.html.is_file() and result.report.is_file()
     md = result.report.read_text()
     assert "robustness.png" in md and "| student-generic |" in md and "Statuses: 3 done." in md
-    assert "### Inside the teacher" in md and "![first-layer filters](inspect/filters.png)" in md
+    assert "### Inside the teacher" in md and "![first-layer filters](" in md
     assert "feature visualisation, channel" in md and "Where the time went" in md
     page = result.html.read_text()
     assert page.count('src="data:image/png;base64,') == 4 + 5

@@ -14,7 +14,7 @@ run store (`<root>/nettle.db`), as a user's sweeps would:
    multiply-adds) and attacks it on the test set (FGSM, PGD, CW at a few epsilons, with the
    masking checks): the ordinary sweep job (`nettle.experiment.job`) runs these stages after
    training and the scheduler records them in the store. Both sweep files are written to
-   `<root>/sweep-<name>.yaml`, so `nettle sweep run` reproduces them;
+   `<root>/sweeps/<name>.yaml`, so `nettle sweep run` reproduces them;
 4. the report is built from the store (`report_from_store`): `report.html` and `report.md`
    (table with robust accuracies, error-vs-cost plots with the Pareto front, accuracy-vs-epsilon
    and learning curves, masking warnings, the inspection, where the time went).
@@ -117,7 +117,8 @@ def _sweep(
     from nettle.experiment.spec import plan_sweep
     from nettle.files import atomic_write
 
-    path = root / f"sweep-{spec['name']}.yaml"
+    path = root / "sweeps" / f"{spec['name']}.yaml"
+    path.parent.mkdir(exist_ok=True)
     atomic_write(path, yaml.safe_dump(spec, sort_keys=False))
     plan = plan_sweep(path)
     names = {r.id: r.config.name for r in plan.runs}
@@ -267,7 +268,7 @@ def run_demo(
         title="nettle demo: cheap students of a digits teacher",
         commands=[
             f"nettle demo -o {root}",
-            f"nettle sweep run {root / ('sweep-' + STUDENT_SWEEP + '.yaml')} --root {root}",
+            f"nettle sweep run {root / 'sweeps' / (STUDENT_SWEEP + '.yaml')} --root {root}",
             f"nettle report --store {root / 'nettle.db'} -o {root}",
             "nettle count simple-cnn --input 1x8x8",
         ],
