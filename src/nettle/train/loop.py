@@ -239,6 +239,8 @@ class Trainer:
         try:
             while self.state["epoch"] < self.cfg.epochs:
                 self._train_epoch(self.state["epoch"])
+            if self.history:  # trained to the end in this process: the HParams view
+                self.metrics.write_hparams(self.config_record, self.history[-1])
         finally:
             torch.use_deterministic_algorithms(previous)
             self.metrics.close()

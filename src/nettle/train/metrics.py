@@ -17,11 +17,22 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from nettle.files import atomic_write
 from nettle.train.distributed import is_distributed, rank, reduce_sums, world_size
 from nettle.train.objectives import ClassificationMetric, EvalMetric
 from nettle.train.sampler import iterate_batches
 
 __all__ = ["MetricsWriter", "evaluate", "flatten_phases"]
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def flatten_phases(record: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +74,25 @@ class MetricsWriter:
             self._tb.close()
             self._tb = None
 
+    def write_hparams(self, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Write the run's hyper-parameters (the config's scalar leaves as dotted keys) with
+        its final numeric metrics to TensorBoard's HParams view (once, at the end)."""
+        if self._tb is None:
+            return
+        hparams = {
+            k: v
+            for k, v in _flat(config).items()
+            if isinstance(v, (bool, int, float, str)) and k != "name"
+        }
+        final = {
+            f"hparam/{k}": float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and k not in ("step", "epoch")
+        }
+        self._tb.add_hparams(hparams, final, run_name=".")
+
     def write(self, record: dict[str, Any]) -> None:
         """Append `record` (with `kind` and `step`) as one JSON line and its scalars to TB."""
         if self.path is None:
@@ -83,9 +113,7 @@ class MetricsWriter:
             for line in self.path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= step
         ]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(self.path)
+        atomic_write(self.path, "".join(line + "\n" for line in keep))
 
 
 @torch.no_grad()
