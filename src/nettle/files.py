@@ -1,8 +1,9 @@
 """Files that nettle writes: one atomic write for every result, config and page.
 
 `atomic_write(path, data)` writes to a unique temporary file beside `path`, flushes and
-fsyncs it, renames it over `path` and fsyncs the folder, so a reader (or a rerun after a
-kill) sees either the old file or the whole new one, never a half-written file. JSON goes
+fsyncs it, renames it over `path` and fsyncs the folder (`atomic_open` does the same for a
+file object that `torch.save` can stream into), so a reader (or a rerun after a kill) sees
+either the old file or the whole new one, never a half-written file. JSON goes
 through `write_json`, which refuses non-finite numbers (NaN is not JSON) before anything is
 written. An `OutputFolder` (`claim_outputs`) records in `DIR/.nettle-outputs.json` which
 files nettle wrote there and refuses to replace any other file.
@@ -10,22 +11,30 @@ files nettle wrote there and refuses to replace any other file.
 Example:
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "result.json"
-    >>> write_json(p, {"acc": 0.5})
+    >>> _ = write_json(p, {"acc": 0.5})
     >>> p.read_text()
     '{\\n  "acc": 0.5\\n}'
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["OUTPUTS_MANIFEST", "OutputFolder", "atomic_write", "claim_outputs", "write_json"]
+__all__ = [
+    "OUTPUTS_MANIFEST",
+    "OutputFolder",
+    "atomic_open",
+    "atomic_write",
+    "claim_outputs",
+    "write_json",
+]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -41,27 +50,54 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, data: str | bytes, mode: int = 0o644) -> Path:
-    """Write `data` (text as UTF-8, or bytes) to `path` atomically; returns `path`.
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", permissions: int = 0o644) -> Iterator[IO[Any]]:
+    """Open a unique temporary file beside `path` that replaces `path` when the block ends.
 
-    The parent folder must exist. On any error the temporary file is removed and `path` is
-    left as it was.
+    On leaving the block the file is flushed, fsynced, given `permissions` and renamed over
+    `path`, and the folder is fsynced; if the block raises, the temporary file is removed and
+    `path` is left as it was. The parent folder must exist.
+
+    Args:
+        path: the file to write.
+        mode: "wb" (bytes) or "w" (text, UTF-8).
+        permissions: the file's permission bits.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "weights.bin"
+        >>> with atomic_open(p) as f:
+        ...     _ = f.write(b"\\x00\\x01")
+        >>> p.read_bytes()
+        b'\\x00\\x01'
     """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+        with os.fdopen(fd, mode, encoding="utf-8" if mode == "w" else None) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, permissions)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write(path: str | Path, data: str | bytes, mode: int = 0o644) -> Path:
+    """Write `data` (text as UTF-8, or bytes) to `path` atomically; returns `path`.
+
+    The parent folder must exist. On any error the temporary file is removed and `path` is
+    left as it was (`atomic_open`). `mode` is the file's permission bits.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_open(path, "wb", mode) as f:
+        f.write(raw)
+    return Path(path)
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:

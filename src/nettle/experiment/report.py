@@ -30,13 +30,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from nettle.experiment.report_page import (
-    Page,
-    Section,
-    atomic_write,
-    render_html,
-    render_markdown,
-)
+from nettle.experiment.report_page import Page, Section, render_html, render_markdown
 from nettle.experiment.report_plots import (
     ReferencePoint,
     pareto_front,
@@ -46,6 +40,7 @@ from nettle.experiment.report_plots import (
     substitute_family,
     training_mode,
 )
+from nettle.files import atomic_write
 from nettle.safe_yaml import load_yaml_file
 
 __all__ = [

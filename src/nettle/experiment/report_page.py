@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Page", "Section", "atomic_write", "render_html", "render_markdown"]
+__all__ = ["Page", "Section", "render_html", "render_markdown"]
 
 
 @dataclass
@@ -66,13 +66,6 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
   });
 });
 """
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _html_table(heads: Sequence[str], rows: Sequence[Sequence[tuple[str, Any]]], cls: str) -> str:

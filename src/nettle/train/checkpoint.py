@@ -28,10 +28,8 @@ zip, a pickle that would run code) into a one-line `CheckpointError` naming it.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -39,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from nettle.files import atomic_open
 
 __all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
@@ -51,24 +51,11 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write `obj` to `path` (temp file + fsync + rename)."""
+    """Atomically write `obj` to `path`, creating its folder (`nettle.files.atomic_open`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
     return path
 
 
