@@ -23,6 +23,6 @@ def test_hparams_hold_the_config_and_the_final_metrics(tmp_path):
     hparams = start.session_start_info.hparams
     assert hparams["train.optim.lr"].number_value == pytest.approx(0.03)
     assert hparams["model.name"].string_value == "simple-cnn"
-    assert hparams["train.deterministic"].bool_value is True
+    assert hparams["train.deterministic"].number_value == 1  # TensorBoard stores bools as 0/1
     (acc,) = events.Scalars("hparam/test_acc")
     assert acc.value == pytest.approx(summary["final"]["test_acc"])
