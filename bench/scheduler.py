@@ -8,12 +8,16 @@ no groups), the same sweep on a local Ray started with S CPUs (one CPU per task,
 `run_sweep_ray`; Ray's start-up is printed apart, not counted in the makespan), and the
 interpreter's own start-up time.
 
-    python bench/scheduler.py [--jobs 24] [--slots 2] [--seconds 1.0]
+The local sweep runs `--repeats` times (min / median / max printed); goal: makespan / ideal
+<= 1.05 for the local executor. The load average is printed first: rerun above 1.
+
+    python bench/scheduler.py [--jobs 24] [--slots 2] [--seconds 1.0] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -79,19 +83,26 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=24)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     ideal = args.jobs * args.seconds / args.slots
-    plan = plan_sweep({"name": "bench", "grid": {"train.seed": list(range(args.jobs))}})
+    spec = {"name": "bench", "grid": {"train.seed": list(range(args.jobs))}}
+    spec["base"] = {"evaluate": {"count": None}}  # the stand-in job trains nothing to count
+    plan = plan_sweep(spec)
 
     def command(config: Path, run_dir: Path) -> list[str]:
         return [sys.executable, "-c", JOB, str(config), str(run_dir), str(args.seconds)]
 
     with tempfile.TemporaryDirectory(prefix="nettle-bench-") as tmp:
         root = Path(tmp)
-        t0 = time.perf_counter()
-        result = run_sweep(plan, root=root, slots=args.slots, command=command)
-        sweep = time.perf_counter() - t0
-        assert result.ok and len(result.done) == args.jobs, result
+        spans = []
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            result = run_sweep(plan, root=root / f"local{i}", slots=args.slots, command=command)
+            spans.append(time.perf_counter() - t0)
+            assert result.ok and len(result.done) == args.jobs, result
+        sweep = statistics.median(spans)
         bare = _bare_pool(args.jobs, args.slots, args.seconds, root)
         ray_span, ray_init = _ray(plan, root / "ray", args.slots, command, args.jobs)
     startup = _startup()
@@ -103,6 +114,11 @@ def main() -> None:
     for name, span in rows:
         overhead = (span - ideal) * args.slots / args.jobs
         print(f"{name:<34}{span:>12.2f}{span / ideal:>10.3f}{overhead:>16.3f}")
+    ratios = sorted(span / ideal for span in spans)
+    print(
+        f"local makespan / ideal over {len(spans)} runs: min {ratios[0]:.3f}, median "
+        f"{statistics.median(ratios):.3f}, max {ratios[-1]:.3f} (goal <= 1.05)"
+    )
     if ray_init is not None:
         print(f"ray.init of a local cluster (not in the makespan): {ray_init:.2f} s")
     print(f"python start-up alone (median of 5): {startup:.3f} s per job")
