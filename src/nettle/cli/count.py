@@ -8,23 +8,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from nettle.registry import UnknownNameError
 
-__all__ = ["add_parser", "parse_shape", "run"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["MAX_INPUT_BYTES", "add_parser", "parse_shape", "run"]
+
+
+MAX_INPUT_BYTES = 2 * 2**30
+"""Largest input counted: its float32 values alone (activations come on top)."""
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """`"3x32x32"` -> (3, 32, 32)."""
+    """`"3x32x32"` -> (3, 32, 32); shapes over `MAX_INPUT_BYTES` of float32 are refused."""
     try:
         shape = tuple(int(part) for part in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"--input {text!r}: expected sizes joined by x, e.g. 3x32x32") from None
     if not shape or any(s < 1 for s in shape):
         raise ValueError(f"--input {text!r}: sizes must be positive")
+    size = 4 * math.prod(shape)
+    if size > MAX_INPUT_BYTES:
+        raise ValueError(
+            f"--input {text}: the input alone takes {size / 2**30:,.1f} GiB as float32, more than "
+            f"the {MAX_INPUT_BYTES // 2**30} GiB counted here; give a smaller input"
+        )
     return shape
 
 
@@ -67,18 +82,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nettle.measure import aggregate_modules, count
+    from nettle.measure import aggregate_modules
     from nettle.models import create_model
 
     shape = parse_shape(args.input)
+    _check_options(args)
     classes = args.num_classes if args.num_classes is not None else _default_classes(args.model)
     solved = None
     conv = args.conv
     if args.budget is not None or args.budget_macs is not None:
+        _check_input(create_model(args.model, num_classes=classes, in_channels=shape[0]), args)
         solved = _solve(args, shape, classes)
         conv = solved.conv
     model = create_model(args.model, num_classes=classes, in_channels=shape[0], conv=conv)
-    report = count(model, shape, convention=args.convention)
+    report = _count(model, shape, args)
     if args.json:
         out = report.to_dict()
         if solved is not None:
@@ -109,6 +126,67 @@ def run(args: argparse.Namespace) -> int:
     for u in report.unsupported:
         console.print(f"[yellow]unsupported:[/yellow] {u}")
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse counts and budgets that mean nothing, naming the option."""
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ValueError(f"--num-classes {args.num_classes}: expected at least 1")
+    if args.depth is not None and args.depth < 0:
+        raise ValueError(f"--depth {args.depth}: expected 0 or more name parts")
+    for option, value in (("--budget", args.budget), ("--budget-macs", args.budget_macs)):
+        if value is not None and not 0 < value < math.inf:
+            raise ValueError(f"{option} {value}: expected a finite number above 0, e.g. 1e6")
+
+
+def _check_input(model: nn.Module, args: argparse.Namespace) -> None:
+    """The input must have the rank of the model's first convolution and hold its kernel."""
+    from torch import nn
+
+    shape = parse_shape(args.input)
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    conv = next((m for m in model.modules() if isinstance(m, convs)), None)
+    if conv is None:
+        return
+    dims = len(conv.kernel_size)
+    if len(shape) != dims + 1:
+        want = "x".join(["C", *"DHW"[3 - dims :]])
+        raise ValueError(
+            f"--input {args.input}: {args.model} takes {want} ({dims + 1} sizes), got {len(shape)}"
+        )
+    reach = [d * (k - 1) + 1 for k, d in zip(conv.kernel_size, conv.dilation)]
+    if any(s < r for s, r in zip(shape[1:], reach)):
+        least = "x".join(map(str, (shape[0], *map(max, shape[1:], reach))))
+        raise ValueError(
+            f"--input {args.input}: smaller than the {'x'.join(map(str, reach))} kernel of "
+            f"{args.model}'s first convolution; give at least {least}"
+        )
+
+
+def _count(model: nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -> Any:
+    """`count`, after `_check_input`; an input the plain model cannot run names --input."""
+    from nettle.measure import count
+
+    _check_input(model, args)
+    try:
+        return count(model, shape, convention=args.convention)
+    except RuntimeError:
+        problem = _forward_problem(model, shape)
+        if problem is None:
+            raise  # the model runs: a fault of the counting, not of the input
+        raise ValueError(f"--input {args.input}: {args.model} cannot run it ({problem})") from None
+
+
+def _forward_problem(model: nn.Module, shape: tuple[int, ...]) -> str | None:
+    """torch's first line of complaint when `model` runs one input of `shape`, or None."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape))
+    except RuntimeError as exc:
+        return next(iter(str(exc).splitlines()), "") or type(exc).__name__
+    return None
 
 
 def _default_classes(name: str) -> int:
