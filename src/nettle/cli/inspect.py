@@ -45,8 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nettle.inspect.report import inspect_run
 
-    if args.top < 1 or args.steps < 1:
-        raise ValueError(f"--top and --steps must be positive, got {args.top} and {args.steps}")
+    _check_options(args)
     files = inspect_run(
         args.run_dir,
         args.out,
@@ -73,3 +72,17 @@ def run(args: argparse.Namespace) -> int:
     c.print(f"layer {files.layer}, channels {', '.join(map(str, files.channels))}")
     c.print(f"{len(files.images)} images; index: {files.index_html}")
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse counts below 1 and negative channels, naming the option, before any work."""
+    for option, value in (
+        ("--top", args.top),
+        ("--steps", args.steps),
+        ("--max-examples", args.max_examples),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} {value}: expected a whole number of at least 1")
+    for c in args.channels or []:
+        if c < 0:
+            raise ValueError(f"--channel {c}: expected a channel number of at least 0")

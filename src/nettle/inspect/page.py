@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nettle.files import OutputFolder
 from nettle.inspect.activations import LayerStats
 
-__all__ = ["write_pages"]
+__all__ = ["PAGES", "write_pages"]
 
 _CAPTIONS = {
     "filters": "First-layer filters, each scaled to its own range.",
@@ -56,18 +55,17 @@ def _stats_rows(stats: Sequence[LayerStats]) -> tuple[list[str], list[list[str]]
     return heads, rows
 
 
-def _atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+PAGES = ("index.html", "index.md")
+"""The names `write_pages` writes; claim them in the `OutputFolder` first."""
 
 
 def write_pages(
-    out: Path, info: Mapping[str, Any], images: Mapping[str, Path], stats: Sequence[LayerStats]
+    out: OutputFolder,
+    info: Mapping[str, Any],
+    images: Mapping[str, Path],
+    stats: Sequence[LayerStats],
 ) -> tuple[Path, Path]:
-    """Write `index.html` and `index.md` into `out`; returns their paths."""
+    """Write `index.html` and `index.md` into `out` (which has claimed `PAGES`); their paths."""
     esc = html.escape
     facts = "".join(
         f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in info.items() if v is not None
@@ -95,7 +93,4 @@ def write_pages(
         md += ["", f"## {key}", "", _caption(key), "", f"![{key}]({path.name})"]
     md += ["", "## Activation statistics", "", "| " + " | ".join(heads) + " |"]
     md += ["|" + "---|" * len(heads)] + ["| " + " | ".join(r) + " |" for r in rows]
-    html_path, md_path = out / "index.html", out / "index.md"
-    _atomic(html_path, page)
-    _atomic(md_path, "\n".join(md) + "\n")
-    return html_path, md_path
+    return out.write("index.html", page), out.write("index.md", "\n".join(md) + "\n")

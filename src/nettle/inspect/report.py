@@ -9,6 +9,7 @@ and an `index.md` (images linked by relative path) into `out_dir`. The image key
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from nettle.files import OutputFolder
 from nettle.inspect.activations import (
     LayerStats,
     activation_stats,
@@ -31,7 +33,7 @@ from nettle.inspect.activations import (
 )
 from nettle.inspect.featurevis import channel as channel_objective
 from nettle.inspect.featurevis import render
-from nettle.inspect.page import write_pages
+from nettle.inspect.page import PAGES, write_pages
 from nettle.inspect.plots import plot_filters, plot_history, plot_render, plot_top_patches
 from nettle.inspect.probes import top_patches
 from nettle.inspect.trace import FieldTracer, Rect, UntraceableError
@@ -122,9 +124,10 @@ def _subset(data: Any, n: int | None) -> Any:
     return torch.utils.data.Subset(data, range(n))
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    return path
+def _save(fig: Figure, out: OutputFolder, name: str) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return out.write(name, buf.getvalue())
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
@@ -136,7 +139,38 @@ def _fmt(v: Any) -> Any:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    """The records of `metrics.jsonl` (none if it is missing); a bad line is named."""
+    if not path.is_file():
+        return []
+    records = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}: line {i} is not JSON ({exc})") from None
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _output_names(
+    first_conv: bool, channels: Sequence[int], featurevis: bool, history: bool
+) -> list[str]:
+    names = [*PAGES, "filters.png"] if first_conv else list(PAGES)
+    for c in channels:
+        names += [f"top_patches_c{c}.png"] + ([f"featurevis_c{c}.png"] if featurevis else [])
+    return names + (["history.png"] if history else [])
 
 
 def inspect_run(
@@ -156,7 +190,8 @@ def inspect_run(
 
     Args:
         run_dir: a run dir with `config.yaml` and `checkpoints/`.
-        out_dir: created if missing; existing files of the same names are replaced.
+        out_dir: created if missing; files of the same names are replaced only if nettle wrote
+            them (`nettle.files.OutputFolder`), and every name is checked before any write.
         layer: the layer whose channels are probed (default: `default_layer`).
         channels: its channels (default: the two with the highest mean activation).
         top: patches per channel.
@@ -166,20 +201,24 @@ def inspect_run(
         seed: the feature visualisation's seed.
 
     Raises:
-        ValueError: an unknown or untraceable layer, or a channel out of range (the message
-            lists the valid names or the range).
+        ValueError: an unknown or untraceable layer, a channel out of range (the message
+            lists the valid names or the range), a bad count, or an output folder holding a
+            file nettle did not write.
     """
-    import yaml
-
-    from nettle.config import load_config_dict
+    from nettle.config import load_config
     from nettle.models.build import load_run_model
     from nettle.train.data import create_dataset
 
-    run_dir, out = Path(run_dir), Path(out_dir)
+    counts = {"top": top, "steps": steps, "max_examples": max_examples}
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    run_dir, out = Path(run_dir), OutputFolder(out_dir)
+    out.check(PAGES)  # before any work: an output folder we may not write into
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no config; is {run_dir} a run dir?")
-    cfg = load_config_dict(yaml.safe_load(path.read_text()), source=str(path))
+    cfg = load_config(path)
     model = load_run_model(run_dir, cfg)
     d = cfg.data
     data = _subset(create_dataset(d.name, split, d.root, d.image_size), max_examples)
@@ -192,33 +231,34 @@ def inspect_run(
     for c in channels:
         if not 0 <= c < n_channels:
             raise ValueError(f"channel {c} of layer {layer!r} is outside 0..{n_channels - 1}")
-    out.mkdir(parents=True, exist_ok=True)
-    images: dict[str, Path] = {}
+    records = _history(run_dir / "metrics.jsonl")
+    summary = _read_json(run_dir / "summary.json")
+    history = any(r.get("kind", "epoch") == "epoch" and "epoch" in r for r in records)
     first = _first_conv(model)
+    out.claim(_output_names(first is not None, channels, featurevis, history))
+    images: dict[str, Path] = {}
     if first is not None:
-        images["filters"] = _save(plot_filters(first[1], first[0]), out / "filters.png")
+        images["filters"] = _save(plot_filters(first[1], first[0]), out, "filters.png")
     for c in channels:
         found = top_patches(model, data, layer, c, k=top)
-        images[f"top_patches_c{c}"] = _save(plot_top_patches(found), out / f"top_patches_c{c}.png")
+        images[f"top_patches_c{c}"] = _save(plot_top_patches(found), out, f"top_patches_c{c}.png")
         if featurevis:
             vis = render(model, channel_objective(layer, c), input_size, steps=steps, seed=seed)
             fig = plot_render(vis, reference=float(best[c]), title=f"{layer} channel {c}")
-            images[f"featurevis_c{c}"] = _save(fig, out / f"featurevis_c{c}.png")
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        records = [json.loads(s) for s in metrics.read_text().splitlines() if s.strip()]
-        if any(r.get("kind", "epoch") == "epoch" and "epoch" in r for r in records):
-            images["history"] = _save(plot_history(records), out / "history.png")
+            images[f"featurevis_c{c}"] = _save(fig, out, f"featurevis_c{c}.png")
+    if history:
+        images["history"] = _save(plot_history(records), out, "history.png")
     stat_layers = [n for n, m in model.named_modules() if isinstance(m, _STATS_TYPES)]
     stats = activation_stats(model, _subset(data, 2000), stat_layers, sample_size=100_000)
-    summary = _read_json(run_dir / "summary.json") or {}
+    summary = summary if isinstance(summary, dict) else {}
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
     info = {
         "run": str(run_dir),
         "model": cfg.model.name,
         "data": f"{d.name} ({split}, {len(data)} examples)",
         "layer": layer,
         "channels": ", ".join(f"{c} (mean {float(means[c]):.3g})" for c in channels),
-        "test accuracy": _fmt(summary.get("final", {}).get("test_acc")),
+        "test accuracy": _fmt(final.get("test_acc")),
     }
     html, md = write_pages(out, info, images, stats)
     return InspectionFiles(html, md, images, layer, list(channels), stats)
