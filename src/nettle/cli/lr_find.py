@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
-from pathlib import Path
+import math
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+from nettle.files import OutputFolder
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["add_parser", "run"]
 
@@ -37,11 +44,25 @@ def run(args: argparse.Namespace) -> int:
     from nettle.train.loop import build_optimizer, resolve_device
     from nettle.train.lr_find import lr_find, plot_lr_find
 
+    _check_options(args)
+    out = OutputFolder(args.out) if args.out else None
+    if out is not None:
+        out.check(_OUTPUTS)
     cfg = load_config(args.config, args.overrides)
+    if cfg.train.loss != "ce":
+        raise ValueError(
+            f"{args.config}: train.loss is {cfg.train.loss!r}; lr-find measures the "
+            "cross-entropy of single-label classifiers (train.loss: ce)"
+        )
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(resolve_device(cfg.train.device))
     d = cfg.data
     data = create_dataset(d.name, "train", d.root, d.image_size, d.download)
+    if d.batch_size > len(data):
+        raise ValueError(
+            f"{args.config}: data.batch_size {d.batch_size} is more than the {len(data)} "
+            f"training examples of {d.name}; lr-find needs whole batches"
+        )
     optimizer = build_optimizer(model.parameters(), cfg.train.optim)
     result = lr_find(
         model,
@@ -53,14 +74,13 @@ def run(args: argparse.Namespace) -> int:
         args.iters,
         seed=cfg.train.seed,
     )
-    out = result.to_dict()
-    if args.out:
-        folder = Path(args.out)
-        folder.mkdir(parents=True, exist_ok=True)
-        plot_lr_find(result).savefig(folder / "lr_find.png", dpi=110)
-        (folder / "lr_find.json").write_text(json.dumps(out, indent=2))
+    found = {k: _finite_or_none(v) for k, v in result.to_dict().items()}
+    if out is not None:
+        _write(out, plot_lr_find(result), found)
     if args.json:
-        print(json.dumps({k: v for k, v in out.items() if k not in ("lrs", "losses", "smoothed")}))
+        print(
+            json.dumps({k: v for k, v in found.items() if k not in ("lrs", "losses", "smoothed")})
+        )
         return 0
     c = Console()
     c.print(
@@ -69,6 +89,36 @@ def run(args: argparse.Namespace) -> int:
     c.print(
         f"suggested max_lr {result.max_lr:.3g} (one-cycle / clr peak), base_lr {result.base_lr:.3g}"
     )
-    if args.out:
-        c.print(f"plot: {Path(args.out) / 'lr_find.png'}")
+    if out is not None:
+        c.print(f"plot: {out.folder / 'lr_find.png'}")
     return 0
+
+
+_OUTPUTS = ("lr_find.png", "lr_find.json")
+
+
+def _finite_or_none(value: object) -> object:
+    """NaN (no suggestion) as null, so that the JSON is JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _write(out: OutputFolder, figure: Figure, found: dict) -> None:
+    out.claim(_OUTPUTS)
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=110)
+    out.write("lr_find.png", buf.getvalue())
+    out.write_json("lr_find.json", found)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse learning rates and counts the test cannot use, naming the option."""
+    for option, value in (("--start-lr", args.start_lr), ("--end-lr", args.end_lr)):
+        if not (0 < value < math.inf):
+            raise ValueError(f"{option} {value}: expected a finite learning rate above 0")
+    if args.start_lr >= args.end_lr:
+        raise ValueError(
+            f"--start-lr {args.start_lr} is not below --end-lr {args.end_lr}; the test "
+            "raises the learning rate from the first to the second"
+        )
+    if args.iters < 3:
+        raise ValueError(f"--iters {args.iters}: expected at least 3 steps (3 give a suggestion)")
