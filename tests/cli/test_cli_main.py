@@ -2,6 +2,7 @@ import pytest
 
 from nettle import __version__
 from nettle.cli import build_parser, main
+from nettle.errors import ExitCode
 
 
 def test_version(capsys):
@@ -22,3 +23,19 @@ def test_unknown_verb_exits_2(capsys):
         main(["no-such-verb"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_an_input_error_is_one_line_without_traceback(capsys):
+    assert main(["count", "no-such-model"]) == ExitCode.BAD_INPUT
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("nettle count: error: unknown model 'no-such-model'; known: ")
+
+
+@pytest.mark.parametrize("flag", ["-v", "--verbose"])
+def test_verbose_shows_the_traceback_of_an_input_error_then_the_line(capsys, flag):
+    assert main([flag, "count", "no-such-model"]) == ExitCode.BAD_INPUT
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert any(line.startswith("nettle.registry.UnknownNameError: unknown model") for line in lines)
+    assert lines[-1].startswith("nettle count: error: unknown model 'no-such-model'")

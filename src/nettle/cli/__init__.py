@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from nettle import __version__
 from nettle.config import ConfigError
+from nettle.errors import ExitCode
 from nettle.experiment.store import StoreError
 from nettle.registry import UnknownNameError
 
@@ -40,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure, compress, attack and train deep networks; plan and query experiments.",
     )
     parser.add_argument("--version", action="version", version=f"nettle {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at DEBUG level and show the traceback of an input error",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in _verbs():
         module = importlib.import_module(f"nettle.cli.{verb}")
@@ -62,12 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, StoreError) as exc:
-        # errors of the user's input: one line, no traceback
+        # errors of the user's input: one line (after the traceback with -v)
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"nettle {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print(f"nettle {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

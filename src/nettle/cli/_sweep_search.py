@@ -19,6 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from nettle.errors import ExitCode
+
 __all__ = ["add_search_parser", "run_search_cli"]
 
 
@@ -56,7 +58,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         from nettle.experiment.search import run_search
     except ImportError:
         print("error: search needs Optuna: pip install 'nettle[search]'", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     if not getattr(args, "verbose", False):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     err = Console(stderr=True)
@@ -88,8 +90,8 @@ def run_search_cli(args: argparse.Namespace) -> int:
     else:
         _print_result(result)
     if result.interrupted:
-        return 130
-    return 0 if result.best is not None else 1
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if result.best is not None else ExitCode.FAILED
 
 
 def _print_result(result: Any) -> None:

@@ -16,6 +16,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from nettle.errors import ExitCode
+
 __all__ = ["add_parser", "run"]
 
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace, client_factory=None) -> int:
         )
     except CloudError as exc:
         print(f"nettle cloud: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0

@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.table import Table
 
 from nettle.cli._sweep_search import add_search_parser
+from nettle.errors import ExitCode
 
 __all__ = ["add_parser", "run"]
 
@@ -238,7 +239,7 @@ def _run(plan: Any, store_path: Path, args: argparse.Namespace) -> int:
         run_sweep, opts = _runner(args)
     except ImportError as exc:  # a backend's extra is not installed
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     if args.json:
         result = run_sweep(plan, store_path, **opts)
         print(json.dumps(result.to_dict()))
@@ -253,8 +254,8 @@ def _run(plan: Any, store_path: Path, args: argparse.Namespace) -> int:
             result = run_sweep(plan, store_path, progress=progress, **opts)
         _print_result(result, store_path)
     if result.interrupted:
-        return 130
-    return 0 if result.ok else 1
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
 def _print_result(result: Any, store_path: Path) -> None:

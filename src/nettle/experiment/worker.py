@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from nettle.errors import ExitCode
+
 __all__ = [
     "MARKER",
     "Outcome",
@@ -283,14 +285,15 @@ def classify_exit(
 ) -> Outcome:
     """The outcome of a finished job from its exit status, summary.json and log.
 
-    Bad input (exit 2) and non-finite losses are not retried: they would fail again.
+    Bad input (`ExitCode.BAD_INPUT`) and non-finite losses (`ExitCode.NONFINITE`) are not
+    retried: they would fail again.
     """
     status = (summary or {}).get("status")
     if stopped:
         return Outcome("preempted", "stopped by the scheduler")
-    if returncode == 0 and status == "done":
+    if returncode == ExitCode.OK and status == "done":
         return Outcome("done")
-    if returncode != 0 and is_oom(log_text):
+    if returncode != ExitCode.OK and is_oom(log_text):
         return Outcome("failed", "out of memory", retry=True)
     if returncode < 0:
         try:
@@ -298,12 +301,12 @@ def classify_exit(
         except ValueError:
             name = f"signal {-returncode}"
         return Outcome("failed", f"killed by {name}", retry=True)
-    if status == "nonfinite" or returncode == 3:
+    if status == "nonfinite" or returncode == ExitCode.NONFINITE:
         detail = (summary or {}).get("error") or _last_error(log_text)
         return Outcome("failed", f"non-finite loss: {detail}")
-    if returncode == 2:
+    if returncode == ExitCode.BAD_INPUT:
         return Outcome("failed", f"bad input: {_last_error(log_text)}")
-    if returncode != 0:
+    if returncode != ExitCode.OK:
         return Outcome("failed", f"exit {returncode}: {_last_error(log_text)}", retry=True)
     return Outcome("failed", f"exit 0 but summary status is {status or 'missing'}", retry=True)
 
