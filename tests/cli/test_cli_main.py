@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from nettle import __version__
@@ -39,3 +41,21 @@ def test_verbose_shows_the_traceback_of_an_input_error_then_the_line(capsys, fla
     assert lines[0] == "Traceback (most recent call last):"
     assert any(line.startswith("nettle.registry.UnknownNameError: unknown model") for line in lines)
     assert lines[-1].startswith("nettle count: error: unknown model 'no-such-model'")
+
+
+def test_preflight_is_a_hidden_verb_printing_one_json_line_per_run(tmp_path, capsys):
+    spec = tmp_path / "runs.json"
+    spec.write_text(json.dumps([{"id": "a", "config": {"model": {"name": "nope"}}}]))
+    assert main(["_preflight", str(spec)]) == ExitCode.OK
+    (line,) = capsys.readouterr().out.splitlines()
+    result = json.loads(line)
+    assert (result["id"], result["ok"], result["oom"]) == ("a", False, False)
+    assert "'nope'" in result["error"]
+    assert "_preflight" not in build_parser().format_help()
+
+
+def test_preflight_of_a_file_that_is_not_a_list_is_bad_input(tmp_path, capsys):
+    spec = tmp_path / "runs.json"
+    spec.write_text("{}")
+    assert main(["_preflight", str(spec)]) == ExitCode.BAD_INPUT
+    assert "expected a JSON list" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from nettle.registry import UnknownNameError
 __all__ = ["build_parser", "main"]
 
 
-HIDDEN_VERBS = ("_job",)  # run by the sweep executors, not listed in the help
+HIDDEN_VERBS = ("_job", "_preflight")  # run by the sweep executors, not listed in the help
 
 
 def _verbs() -> list[str]:

@@ -1,8 +1,8 @@
 """Pre-flight: one training step of every run of a sweep before its queue starts.
 
-`run_preflight` starts ONE subprocess (`python -m nettle.experiment.preflight RUNS.json`),
-pinned like a job, which goes through each run with `preflight_config` and prints one JSON line
-per run as it finishes; every OOM and shape or config error is reported, none stops the others.
+`run_preflight` starts ONE subprocess (`python -m nettle _preflight RUNS.json`, the hidden verb
+`nettle.cli._preflight`), pinned like a job, which goes through each run with
+`preflight_config` (`preflight_runs`) and prints one JSON line per run as it finishes; every OOM and shape or config error is reported, none stops the others.
 The scheduler's own process never imports torch for this, so it never initialises CUDA.
 """
 
@@ -14,13 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from nettle.experiment import worker
 
-__all__ = ["main", "preflight_config", "run_preflight"]
+__all__ = ["preflight_config", "preflight_runs", "run_preflight"]
 
 
 class _OneStep(Exception):
@@ -93,7 +93,7 @@ def run_preflight(
     with tempfile.TemporaryDirectory(prefix="nettle-preflight-") as tmp:
         spec = Path(tmp) / "runs.json"
         spec.write_text(json.dumps([{"id": i, "config": c} for i, c in runs]))
-        argv = [sys.executable, "-m", "nettle.experiment.preflight", str(spec)]
+        argv = [sys.executable, "-m", "nettle", "_preflight", str(spec)]
         with open(Path(tmp) / "log.txt", "w+b") as log:
             proc = worker.start_job(argv, log, env, stdout=subprocess.PIPE)
             _collect(proc, results, emit, stop, grace)
@@ -129,16 +129,7 @@ def _collect(
             emit("preflight", results[-1])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`RUNS.json`: one JSON line per `{"id", "config"}` item, as each finishes."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m nettle.experiment.preflight RUNS.json", file=sys.stderr)
-        return 2
-    for item in json.loads(Path(args[0]).read_text()):
-        print(json.dumps({"id": item["id"]} | preflight_config(item["config"])), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def preflight_runs(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """`{"id"} | preflight_config(config)` for each `{"id", "config"}` item, as each finishes."""
+    for item in items:
+        yield {"id": item["id"]} | preflight_config(item["config"])
