@@ -220,6 +220,8 @@ class Trainer:
             path = self.checkpoint_dir / "last.pt"
         path = Path(path) if path else None
         if path is None or not path.is_file():
+            # killed before its first checkpoint: the lines it wrote are of steps it repeats
+            self.metrics.truncate(0)
             return False
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
         self.metrics.truncate(self.state["step"])

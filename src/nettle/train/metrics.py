@@ -35,6 +35,15 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _step(line: str) -> float:
+    """The step of a metrics line; infinite for a line cut off by a kill (dropped)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return float("inf")
+    return record.get("step", 0) if isinstance(record, dict) else float("inf")
+
+
 def flatten_phases(record: dict[str, Any]) -> dict[str, Any]:
     """An epoch record for `metrics.jsonl`: `phase_<name>` seconds, `_share`, `_median`."""
     flat = {k: v for k, v in record.items() if k not in ("phases", "phase_shares", "phase_medians")}
@@ -108,11 +117,7 @@ class MetricsWriter:
         """Drop lines written after `step` (a run resumed from there repeats none)."""
         if self.path is None or not self.path.is_file():
             return
-        keep = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
+        keep = [line for line in self.path.read_text().splitlines() if _step(line) <= step]
         atomic_write(self.path, "".join(line + "\n" for line in keep))
 
 
