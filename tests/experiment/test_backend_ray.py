@@ -16,7 +16,8 @@ from test_schedule import JOB, TINY, _plan, _starts, _wait  # noqa: E402
 
 from nettle.experiment import worker  # noqa: E402
 from nettle.experiment.backends.ray import run_sweep_ray  # noqa: E402
-from nettle.experiment.schedule import run_dir_of, run_sweep  # noqa: E402
+from nettle.experiment.record import run_dir_of  # noqa: E402
+from nettle.experiment.schedule import run_sweep  # noqa: E402
 from nettle.experiment.spec import plan_sweep  # noqa: E402
 from nettle.experiment.store import Store  # noqa: E402
 
@@ -91,7 +92,9 @@ def _zombie(pid):
 
 @pytest.mark.slow
 def test_real_digits_sweep_metrics_equal_the_local_backend(cluster, tmp_path):
-    plan = plan_sweep({"name": "digits", "base": TINY, "grid": {"train.seed": [0, 1]}})
+    evaluate = {"attacks": {"fgsm": {}, "pgd": {"steps": 2}}, "eps": [0.1], "limit": 30}
+    base = TINY | {"evaluate": evaluate}
+    plan = plan_sweep({"name": "digits", "base": base, "grid": {"train.seed": [0, 1]}})
     local = run_sweep(plan, root=tmp_path / "local", slots=2)
     remote = run_sweep_ray(plan, root=tmp_path / "ray", num_cpus_per_run=1)
     assert local.ok and remote.ok and sorted(remote.done) == sorted(local.done)
@@ -99,8 +102,13 @@ def test_real_digits_sweep_metrics_equal_the_local_backend(cluster, tmp_path):
         want = Store(tmp_path / "local" / "nettle.db").get(run.id)["metrics"]
         got = Store(tmp_path / "ray" / "nettle.db").get(run.id)["metrics"]
         assert want["test_acc"] > 0.1 and got["test_acc"] == want["test_acc"]
-        for key in ("test_acc", "test_loss", "train_loss", "params"):
+        for key in ("test_acc", "test_loss", "train_loss", "params", "macs", "macs_executed"):
             assert got.get(key) == want.get(key), key
+        # the same evaluation stages ran on the cluster: the same robust accuracy rows
+        rows = [Store(tmp_path / b / "nettle.db").get(run.id) for b in ("local", "ray")]
+        keep = ("attack", "options", "eps", "examples", "accuracy", "clean_acc")
+        local_rows, remote_rows = ([{k: r[k] for k in keep} for r in x["robustness"]] for x in rows)
+        assert len(local_rows) == 2 and remote_rows == local_rows
         run_dir = run_dir_of(tmp_path / "ray", "digits", run.id)
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
 

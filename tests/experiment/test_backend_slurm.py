@@ -15,7 +15,8 @@ submitit = pytest.importorskip("submitit")
 from test_schedule import JOB, TINY, _plan, _starts, _wait  # noqa: E402
 
 from nettle.experiment.backends.slurm import make_executor, run_sweep_slurm  # noqa: E402
-from nettle.experiment.schedule import run_dir_of, run_sweep  # noqa: E402
+from nettle.experiment.record import run_dir_of  # noqa: E402
+from nettle.experiment.schedule import run_sweep  # noqa: E402
 from nettle.experiment.spec import plan_sweep  # noqa: E402
 from nettle.experiment.store import Store  # noqa: E402
 
@@ -111,15 +112,22 @@ def test_sigint_cancels_the_jobs_and_marks_them_preempted(tmp_path, job):
 
 @pytest.mark.slow
 def test_real_digits_sweep_metrics_equal_the_local_backend(tmp_path):
-    plan = plan_sweep({"name": "digits", "base": TINY, "grid": {"train.seed": [0, 1]}})
+    evaluate = {"attacks": {"fgsm": {}, "pgd": {"steps": 2}}, "eps": [0.1], "limit": 30}
+    base = TINY | {"evaluate": evaluate}
+    plan = plan_sweep({"name": "digits", "base": base, "grid": {"train.seed": [0, 1]}})
     local = run_sweep(plan, root=tmp_path / "local", slots=2)
     remote = run_sweep_slurm(plan, root=tmp_path / "slurm", cluster="local", cpus_per_task=1)
     assert local.ok and remote.ok and sorted(remote.done) == sorted(local.done)
     for run in plan.runs:
         want = Store(tmp_path / "local" / "nettle.db").get(run.id)["metrics"]
         got = Store(tmp_path / "slurm" / "nettle.db").get(run.id)["metrics"]
-        for key in ("test_acc", "test_loss", "train_loss", "params"):
+        for key in ("test_acc", "test_loss", "train_loss", "params", "macs", "macs_executed"):
             assert got.get(key) == want.get(key), key
+        # the same evaluation stages ran on the cluster: the same robust accuracy rows
+        rows = [Store(tmp_path / b / "nettle.db").get(run.id) for b in ("local", "slurm")]
+        keep = ("attack", "options", "eps", "examples", "accuracy", "clean_acc")
+        local_rows, remote_rows = ([{k: r[k] for k in keep} for r in x["robustness"]] for x in rows)
+        assert len(local_rows) == 2 and remote_rows == local_rows
 
 
 def test_cli_names_the_missing_extra_and_refuses_bad_flags(tmp_path, monkeypatch, capsys):
