@@ -139,8 +139,28 @@ def _coercion_problem(annotation: Any, value: Any) -> str | None:
     kind = type(value)
     if kind in kinds or (kind is int and float in kinds) or (kind is float and int in kinds):
         return None  # an int stands for a float; pydantic refuses 2.5 for an int
+    if not _would_coerce(value, kinds):
+        return None  # pydantic refuses it with its own message
     wanted = " or ".join(_KIND_NAMES[k] for k in _SCALARS if k in kinds)
     return f"expected {wanted}, got {_show(value)}"
+
+
+_BOOL_WORDS = {"0", "1", "true", "false", "yes", "no", "on", "off", "y", "n", "t", "f"}
+
+
+def _would_coerce(value: bool | int | float | str, kinds: set[type]) -> bool:
+    """Whether pydantic's lax mode would turn `value` into one of `kinds` (not refuse it)."""
+    if isinstance(value, bool):
+        return bool(kinds & {int, float})
+    if isinstance(value, str):
+        if bool in kinds and value.strip().lower() in _BOOL_WORDS:
+            return True
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return bool(kinds & {int, float})
+    return bool in kinds and value in (0, 1)
 
 
 class BudgetConfig(_Strict):
@@ -250,7 +270,7 @@ class TrainConfig(_Strict):
     """The training loop (`nettle.train.Trainer`)."""
 
     epochs: int = Field(10, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of every random stream (< 2**32)")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
