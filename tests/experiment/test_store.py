@@ -162,3 +162,25 @@ def test_version_2_store_keeps_its_sweeps(tmp_path):
         ("old", "n", ["s"])
     ]
     assert store.get("old")["robustness"] == []
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a database at all\n", b"SQLite format 3\x00" + b"\x01" * 200]
+)
+def test_a_file_that_is_not_a_store_is_refused_and_left_as_is(tmp_path, content):
+    path = tmp_path / "nettle.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=r"nettle.db: not a (usable )?run store"):
+        Store(path)
+    assert path.read_bytes() == content
+    with pytest.raises(StoreError, match="no run store there"):
+        Store(tmp_path / "missing.db", create=False)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_filters_out_of_sqlite_range_are_one_line_errors(tmp_path):
+    store = Store(tmp_path / "nettle.db")
+    with pytest.raises(StoreError, match="out of range"):
+        store.query(where=["attempts>99999999999999999999999"])
+    with pytest.raises(StoreError, match="out of range"):
+        store.query(where=["test_acc>-99999999999999999999999"])

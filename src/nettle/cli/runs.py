@@ -82,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not Path(args.store).is_file():
         raise FileNotFoundError(f"{args.store}: no run store")
-    rows = Store(args.store).query(args.sweep, args.status, args.where)
+    rows = Store(args.store, create=False).query(args.sweep, args.status, args.where)
     if args.code_changed:
         current = schedule.code_version()
         if current is None:

@@ -100,11 +100,34 @@ def _compare(expr: str, op: str, value: Any) -> str:
 class Store:
     """The SQLite run store at `path` (created, or migrated, on first use)."""
 
-    def __init__(self, path: str | Path = "runs/nettle.db", timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | Path = "runs/nettle.db", timeout: float = 30.0, create: bool = True
+    ) -> None:
+        """Open (`create`: or create) the store at `path`.
+
+        Raises:
+            StoreError: no store at `path` (with `create=False`), a path that is a folder, or a
+                file that is not a nettle store (the message names it; nothing is changed).
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        self._write(self._init_schema)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: a folder, not a run store (give the nettle.db file)")
+        if not self.path.is_file():
+            if not create:
+                raise StoreError(f"{self.path}: no run store there (runs record into it first)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self._looks_like_sqlite():
+            raise StoreError(f"{self.path}: not a run store (not an SQLite database); left as is")
+        try:
+            self._write(self._init_schema)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable run store ({exc}); left as is") from None
+
+    def _looks_like_sqlite(self) -> bool:
+        with open(self.path, "rb") as f:
+            head = f.read(16)
+        return head == b"SQLite format 3\x00" or head == b""
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -357,6 +380,9 @@ class Store:
             clauses.append(clause)
             params += values
         sql = "SELECT * FROM runs r" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        for value in params:
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                raise StoreError(f"filter value {value} is out of range (a 64-bit integer)")
         db = self._connect()
         try:
             runs = [dict(row) for row in db.execute(sql + " ORDER BY r.created, r.id", params)]

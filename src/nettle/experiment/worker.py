@@ -289,10 +289,10 @@ def classify_exit(
     retried: they would fail again.
     """
     status = (summary or {}).get("status")
+    if returncode == ExitCode.OK and status == "done":
+        return Outcome("done")  # it finished before the stop reached it: done, not preempted
     if stopped:
         return Outcome("preempted", "stopped by the scheduler")
-    if returncode == ExitCode.OK and status == "done":
-        return Outcome("done")
     if returncode != ExitCode.OK and is_oom(log_text):
         return Outcome("failed", "out of memory", retry=True)
     if returncode < 0:
