@@ -7,7 +7,7 @@ import pytest
 
 from nettle.cli import main
 from nettle.cli.runs import format_count, format_percent, worst_robust_accuracy
-from nettle.experiment import schedule
+from nettle.experiment import record
 from nettle.experiment.store import Store
 
 LONG = "train.seed=1,train.optim.lr=0.1,model.conv=Generic_0.5"
@@ -161,13 +161,13 @@ def test_json_and_its_alias_give_the_store_rows(store_path, capsys):
 
 
 def test_code_changed_keeps_runs_of_other_code(store_path, capsys, monkeypatch):
-    monkeypatch.setattr(schedule, "code_version", lambda: "abc123")
+    monkeypatch.setattr(record, "code_version", lambda: "abc123")
     assert main(["runs", "--store", str(store_path), "--code-changed", "--format", "csv"]) == 0
     assert [r[0] for r in csv.reader(io.StringIO(capsys.readouterr().out))] == [
         "id",
         "aaaabbbbcccc",
     ]
-    monkeypatch.setattr(schedule, "code_version", lambda: "new000")
+    monkeypatch.setattr(record, "code_version", lambda: "new000")
     assert main(["runs", "--store", str(store_path), "--code-changed", "--json"]) == 0
     ids = [r["id"] for r in json.loads(capsys.readouterr().out)]
     assert ids == ["0123456789ab", "fedcba987654", "aaaabbbbcccc"]  # the planned one never ran

@@ -26,7 +26,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nettle.experiment import schedule
+from nettle.experiment import record
 from nettle.experiment.store import Store
 
 __all__ = [
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.store}: no run store")
     rows = Store(args.store, create=False).query(args.sweep, args.status, args.where)
     if args.code_changed:
-        current = schedule.code_version()
+        current = record.code_version()
         if current is None:
             raise ValueError("--code-changed: the current code version is unknown")
         rows = [r for r in rows if r["code_version"] and r["code_version"] != current]
