@@ -78,7 +78,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: not a nettle checkpoint (no model state); expected {_EXPECTED}"
         )
-    if not all(isinstance(v, torch.Tensor) for v in obj["model"].values()):
+    model = obj["model"].items()
+    if not all(isinstance(v, torch.Tensor) or k.endswith("_extra_state") for k, v in model):
         raise CheckpointError(
             f"{path}: its model state holds values that are not tensors; expected {_EXPECTED}"
         )
