@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -49,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(names: list[str], items: list[str]) -> dict[str, dict]:
-    import yaml
+    from nettle.safe_yaml import load_yaml
 
     out: dict[str, dict] = {n: {} for n in names}
     for item in items:
@@ -59,7 +58,7 @@ def _options(names: list[str], items: list[str]) -> dict[str, dict]:
             raise ValueError(
                 f"--set {item!r}: expected ATTACK.KEY=VALUE for one of {', '.join(names)}"
             )
-        out[attack][option] = yaml.safe_load(raw)
+        out[attack][option] = load_yaml(raw, source=f"--set {item}")
     return out
 
 
@@ -91,7 +90,7 @@ def _settings(args: argparse.Namespace) -> dict:
 
 def _target(target: Path) -> tuple[Any, Path, Path, bool]:
     """(config, checkpoint, folder of the stage files, is a run dir) of a run dir or file."""
-    from nettle.config import load_config_dict
+    from nettle.config import load_config, load_config_dict
     from nettle.experiment.evaluation import checkpoint_of
     from nettle.train.checkpoint import load_checkpoint
 
@@ -99,7 +98,7 @@ def _target(target: Path) -> tuple[Any, Path, Path, bool]:
         path = target / "config.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{target}: not a run dir (no config.yaml)")
-        cfg = load_config_dict(yaml.safe_load(path.read_text()), source=str(path))
+        cfg = load_config(path)
         return cfg, checkpoint_of(target), target, True
     if not target.is_file():
         raise FileNotFoundError(f"{target}: neither a run dir nor a checkpoint file")
@@ -112,8 +111,7 @@ def _target(target: Path) -> tuple[Any, Path, Path, bool]:
 def run(args: argparse.Namespace) -> int:
     from nettle.experiment.evaluation import _test_tensors, robustness_rows, run_attack_stage
     from nettle.experiment.report import plot_robustness
-    from nettle.models.build import build_model
-    from nettle.train.checkpoint import load_checkpoint
+    from nettle.models.build import load_run_model, load_teacher
 
     settings = _settings(args)
     target = Path(args.target)
@@ -123,9 +121,8 @@ def run(args: argparse.Namespace) -> int:
             f"{target}: a CTC sequence model; nettle attack scores classifiers (one label "
             "per example), which this model is not"
         )
-    model = build_model(cfg)
-    model.load_state_dict(load_checkpoint(ckpt)["model"])
-    model = model.eval().to(args.device or "cpu")
+    model = load_run_model(folder, cfg, checkpoint=ckpt) if is_run else load_teacher(ckpt)
+    model = model.to(args.device or "cpu")
     data = _test_tensors(cfg.data)
     n = len(settings["attacks"]) * len(settings["eps"])
     with Progress(console=Console(stderr=True), transient=True, disable=args.json) as bar:

@@ -10,11 +10,11 @@ trained one from the config stored beside (or inside) its checkpoint, loaded wit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import yaml
 from torch import nn
 
-from nettle.config import ExperimentConfig, load_config_dict
+from nettle.config import ExperimentConfig, load_config, load_config_dict
 from nettle.models.factory import create_model
 from nettle.train.checkpoint import load_checkpoint
 from nettle.train.data import get_dataset_info
@@ -67,8 +67,37 @@ def load_teacher(path: str | Path) -> nn.Module:
     if not ckpt.get("config"):
         raise ValueError(f"{path}: the checkpoint holds no config to rebuild the teacher from")
     model = build_model(load_config_dict(ckpt["config"], source=str(path)))
-    model.load_state_dict(ckpt["model"])
+    _load_weights(model, ckpt["model"], path)
     return model.eval()
+
+
+def _load_weights(model: nn.Module, state: Any, path: Path) -> None:
+    """Load a checkpoint's weights into `model`; a mismatch is one line naming the file."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds no model weights (a mapping of tensors)")
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in want.items()
+        if k in state and getattr(state[k], "shape", None) != v.shape
+    ]
+    problems = [
+        f"{len(items)} {what} (e.g. {items[0]})"
+        for items, what in (
+            (missing, "missing"),
+            (unexpected, "unexpected"),
+            (shaped, "of another shape"),
+        )
+        if items
+    ]
+    if problems:
+        raise ValueError(
+            f"{path}: its weights do not fit the model its config describes: "
+            f"{'; '.join(problems)}; was it written by another model?"
+        )
+    model.load_state_dict(state)
 
 
 def load_run_model(
@@ -85,7 +114,7 @@ def load_run_model(
         path = run_dir / "config.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no config; is {run_dir} a run dir?")
-        cfg = load_config_dict(yaml.safe_load(path.read_text()), source=str(path))
+        cfg = load_config(path)
     ckpts = run_dir / "checkpoints"
     order = ["best.pt", "last.pt"] if which == "best" else ["last.pt"]
     found = next((ckpts / n for n in order if (ckpts / n).is_file()), None)
@@ -93,5 +122,5 @@ def load_run_model(
     if found is None:
         raise FileNotFoundError(f"{ckpts}: no checkpoint ({' or '.join(order)})")
     model = build_model(cfg)
-    model.load_state_dict(load_checkpoint(found)["model"])
+    _load_weights(model, load_checkpoint(found).get("model"), found)
     return model.eval()
