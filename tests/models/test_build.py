@@ -30,5 +30,5 @@ def test_a_checkpoint_of_another_model_is_named_not_a_traceback(tmp_path):
     with pytest.raises(ValueError, match=r"best\.pt: its weights do not fit"):
         load_teacher(best)
     torch.save({"model": [1, 2]}, best)
-    with pytest.raises(ValueError, match=r"best\.pt: holds no model weights"):
+    with pytest.raises(ValueError, match=r"best\.pt: not a nettle checkpoint \(no model state\)"):
         load_run_model(run_dir)
