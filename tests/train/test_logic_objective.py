@@ -4,8 +4,8 @@ from torch import nn
 
 from nettle.config import ConfigError, TrainConfig, load_config_dict
 from nettle.experiment.run import run_experiment
-from nettle.models.build import build_model
 from nettle.measure.timing import PhaseTimer
+from nettle.models.build import build_model
 from nettle.nn.logic import MinMaxOut, ReLog1p
 from nettle.train.logic_objective import LogicObjective
 

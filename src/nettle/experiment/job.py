@@ -13,6 +13,7 @@ A job never writes the store: the driver that started it records the run
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,5 +39,7 @@ def run_job(
         NonFiniteLossError: training stopped on a NaN/Inf loss (no stage runs).
     """
     summary = run_experiment(cfg, run_dir, progress=progress)
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 alone evaluates and writes
+        return summary, Stages()
     stages = run_stages(Path(run_dir), cfg, progress=progress)
     return summary, stages

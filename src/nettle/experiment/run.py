@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from nettle.config import (
@@ -46,7 +45,9 @@ from nettle.config import (
 from nettle.experiment.objective import build_objective
 from nettle.files import atomic_write
 from nettle.models.build import build_model
+from nettle.safe_yaml import load_yaml_file
 from nettle.train.guards import NonFiniteLossError, default_dtype_guard
+from nettle.train.lock import run_dir_lock
 
 __all__ = ["default_run_dir", "prepare_run_dir", "run_experiment"]
 
@@ -76,9 +77,9 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path) -> tuple[Path, s
     wanted = identity(cfg)
     if saved.is_file():
         try:
-            have = yaml.safe_load(saved.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{saved}: unreadable ({exc}); refusing to touch {run_dir}") from None
+            have = load_yaml_file(saved)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; refusing to touch {run_dir}") from None
         if not isinstance(have, dict):
             raise ConfigError(f"{saved}: not a run's config; refusing to touch {run_dir}")
         differs = _diff(identity(have), wanted)
@@ -87,16 +88,20 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path) -> tuple[Path, s
                 f"{run_dir} holds a run of a different config (differs in: {', '.join(differs)}); "
                 "refusing to overwrite it: choose another -o"
             )
-        summary = run_dir / "summary.json"
-        if summary.is_file() and json.loads(summary.read_text()).get("status") == "done":
+        if _read_summary(run_dir, missing_ok=True).get("status") == "done":
             return run_dir, "done"
         return run_dir, "resume"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run dir: choose another -o")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"{run_dir} is not empty and holds no config.yaml; refusing to write into it"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(saved, dump_config(cfg))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(saved, dump_config(cfg))
+    except OSError as exc:
+        raise ConfigError(f"{run_dir}: cannot be written ({exc.strerror or exc})") from None
     return run_dir, "new"
 
 
@@ -193,15 +198,22 @@ def run_experiment(
 def _run_experiment(
     cfg: ExperimentConfig, run_dir: str | Path | None, progress: Progress | None
 ) -> dict[str, Any]:
-    from nettle.train.augment import build_augment
     from nettle.train.data import create_dataset, stratified_subset
-    from nettle.train.distributed import all_gather_objects, is_main_process, rank
-    from nettle.train.loop import Trainer, evaluate, resolve_device
+    from nettle.train.distributed import all_gather_objects, is_main_process
+    from nettle.train.loop import resolve_device
 
-    with torch.device("meta"):  # names, options and shapes are checked before any file is written
-        build_model(cfg)
+    # everything that can be checked is checked before any file is written
+    _check_model(cfg)
     if cfg.distill and not Path(cfg.distill.teacher).exists():
         raise FileNotFoundError(f"distill.teacher: {cfg.distill.teacher} does not exist")
+    device = resolve_device(cfg.train.device)
+    d = cfg.data
+    with default_dtype_guard(torch.float32):
+        train = create_dataset(d.name, "train", d.root, d.image_size, d.download)
+        if d.subset is not None:  # a miniature run: a stratified, seeded subset
+            train = stratified_subset(train, d.subset, cfg.train.seed)
+        test = create_dataset(d.name, "test", d.root, d.image_size, d.download)
+    _check_labels(cfg, train)
     main, refused = is_main_process(), None
     if main:  # rank 0 checks (and creates) the run dir before the others look at it
         try:
@@ -216,18 +228,30 @@ def _run_experiment(
     if not main:
         run_dir, status = prepare_run_dir(cfg, run_dir or default_run_dir(cfg))
     if status == "done":
-        return json.loads((run_dir / "summary.json").read_text())
-    device = resolve_device(cfg.train.device)
+        return _read_summary(run_dir)
+    with run_dir_lock(run_dir, enabled=main):
+        if main and _read_summary(run_dir, missing_ok=True).get("status") == "done":
+            return _read_summary(run_dir)  # finished by the process that held the lock
+        return _train(cfg, run_dir, device, train, test, progress)
+
+
+def _train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    device: torch.device,
+    train: Any,
+    test: Any,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    from nettle.train.augment import build_augment
+    from nettle.train.distributed import is_main_process, rank
+    from nettle.train.loop import Trainer, evaluate
+
+    main, d = is_main_process(), cfg.data
     if main:
         _record_environment(run_dir / "env.json", _environment(cfg, str(device)))
     t0 = time.perf_counter()
     with default_dtype_guard(torch.float32):
-        d = cfg.data
-        train = create_dataset(d.name, "train", d.root, d.image_size, d.download)
-        if d.subset is not None:  # a miniature run: a stratified, seeded subset
-            train = stratified_subset(train, d.subset, cfg.train.seed)
-        test = create_dataset(d.name, "test", d.root, d.image_size, d.download)
-        _check_labels(cfg, train)
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
         objective, extras = build_objective(cfg, model, train, device)
@@ -265,11 +289,50 @@ def _run_experiment(
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed, write=main)
 
 
+def _read_summary(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if missing_ok and not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc}); refusing to touch {run_dir}") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{path}: not a run's summary; refusing to touch {run_dir}")
+    return summary
+
+
+def _check_model(cfg: ExperimentConfig) -> None:
+    """Build the model on the meta device: a bad name, option or shape is one line."""
+    from nettle.registry import UnknownNameError
+
+    try:
+        with torch.device("meta"):
+            build_model(cfg)
+    except UnknownNameError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"model: {cfg.model.name} cannot be built with kwargs {cfg.model.kwargs} "
+            f"and conv {cfg.model.conv}: {why}"
+        ) from None
+
+
 def _check_labels(cfg: ExperimentConfig, train: Any) -> None:
-    """Sequence labels (one row per example) need `train.loss: ctc`, and only they do."""
+    """Sequence labels (one row per example) need `train.loss: ctc`, and only they do; class
+    labels must be below `model.num_classes`."""
     tensors = getattr(train, "tensors", None)
     if tensors is None or len(tensors) < 2:
         return
+    labels = tensors[1]
+    if cfg.model.num_classes is not None and labels.dim() == 1 and len(labels):
+        top = int(labels.max())
+        if top >= cfg.model.num_classes:
+            raise ConfigError(
+                f"model.num_classes={cfg.model.num_classes}: data set {cfg.data.name!r} has "
+                f"labels up to {top}; set it to at least {top + 1} (or leave it out)"
+            )
     sequences = tensors[1].dim() == 2
     if sequences != (cfg.train.loss == "ctc"):
         kind = "sequence labels" if sequences else "one class per example"
