@@ -93,33 +93,48 @@ def format_epoch(record: dict[str, Any]) -> str:
 def _train_and_record(
     cfg: Any, run_dir: Any, store_path: str | None, quiet: bool, progress: Any
 ) -> tuple[dict[str, Any], Any]:
-    """The run's job (train, then its evaluation stages), recorded in the store by rank 0."""
+    """The run's job (train, then its evaluation stages), recorded in the store by rank 0.
+
+    The store is written only once training starts (a refused run leaves it as it was); an
+    existing store that cannot be used is refused before anything runs.
+    """
     from nettle.config import config_hash
     from nettle.experiment.job import run_job
-    from nettle.experiment.record import code_version, record_run, store_for
+    from nettle.experiment.record import code_version, record_run, store_path_for
+    from nettle.experiment.store import Store
     from nettle.train.guards import NonFiniteLossError
 
-    store, run_id = None, config_hash(cfg)
-    if not quiet:
-        store = store_for(run_dir, store_path)
-        config = cfg.model_dump(mode="json")
-        store.add_run(run_id, config, sweep=cfg.name, name=cfg.name, run_dir=str(run_dir))
-        if store.get(run_id)["status"] != "running":
-            store.set_status(run_id, "running", pid=os.getpid(), code_version=code_version())
+    path = None if quiet else store_path_for(run_dir, store_path)
+    if path is not None and path.exists():
+        Store(path, create=False)  # a broken store is named now, not after training
+    run_id, opened = config_hash(cfg), {}
+
+    def open_row() -> Store:
+        if "store" not in opened:
+            store = opened["store"] = Store(path)
+            config = cfg.model_dump(mode="json")
+            store.add_run(run_id, config, sweep=cfg.name, name=cfg.name, run_dir=str(run_dir))
+        return opened["store"]
+
+    def on_progress(event: str, info: dict[str, Any]) -> None:
+        if event == "start" and path is not None and "store" not in opened:
+            open_row().set_status(run_id, "running", pid=os.getpid(), code_version=code_version())
+        progress(event, info)
+
     try:
-        summary, stages = run_job(cfg, run_dir, progress=progress)
+        summary, stages = run_job(cfg, run_dir, progress=on_progress)
     except NonFiniteLossError as exc:
-        if store is not None:
-            store.record_failure(run_id, f"non-finite loss: {exc}")
+        if "store" in opened:
+            opened["store"].record_failure(run_id, f"non-finite loss: {exc}")
         raise
     except BaseException as exc:
-        if store is not None:
+        if "store" in opened:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)[:300]
             status = "preempted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            store.set_status(run_id, status, reason=reason or type(exc).__name__)
+            opened["store"].set_status(run_id, status, reason=reason or type(exc).__name__)
         raise
-    if store is not None:
-        record_run(store, run_id, Path(run_dir), cfg)
+    if path is not None:
+        record_run(open_row(), run_id, Path(run_dir), cfg)
     return summary, stages
 
 

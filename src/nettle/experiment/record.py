@@ -43,6 +43,7 @@ __all__ = [
     "run_dir_of",
     "settle",
     "store_for",
+    "store_path_for",
     "write_job_config",
 ]
 
@@ -156,21 +157,25 @@ def record_outcome(store: Store, run: PlannedRun, run_dir: Path) -> str | None:
     return "the job exited 0 but an evaluation stage is missing from the run dir"
 
 
-def store_for(run_dir: str | Path, explicit: str | Path | None = None) -> Store:
-    """The store of the root `run_dir` is under: `explicit` if given; else the first
-    `nettle.db` in the run dir's parent or grandparent; else a new one in the grandparent
+def store_path_for(run_dir: str | Path, explicit: str | Path | None = None) -> Path:
+    """Where the store of the root `run_dir` is under lies: `explicit` if given; else the
+    first `nettle.db` in the run dir's parent or grandparent; else (a new one) the grandparent
     when the run dir is at least two folders below the working folder (`runs/nettle.db` for
-    the default `runs/<name>/<id>`), in its parent otherwise (never above the working folder
-    for a run dir inside it)."""
+    the default `runs/<name>/<id>`), its parent otherwise (never above the working folder for
+    a run dir inside it)."""
     if explicit is not None:
-        return Store(explicit)
+        return Path(explicit)
     run_dir = Path(run_dir).resolve()
     for folder in (run_dir.parent, run_dir.parent.parent):
         if (folder / STORE_NAME).is_file():
-            return Store(folder / STORE_NAME)
+            return folder / STORE_NAME
     try:
         depth = len(run_dir.relative_to(Path.cwd().resolve()).parts)
     except ValueError:  # outside the working folder
         depth = 0
-    root = run_dir.parent.parent if depth >= 3 else run_dir.parent
-    return Store(root / STORE_NAME)
+    return (run_dir.parent.parent if depth >= 3 else run_dir.parent) / STORE_NAME
+
+
+def store_for(run_dir: str | Path, explicit: str | Path | None = None) -> Store:
+    """The store of the root `run_dir` is under (`store_path_for`), opened or created."""
+    return Store(store_path_for(run_dir, explicit))
