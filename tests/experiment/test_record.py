@@ -130,10 +130,13 @@ def test_a_training_in_two_sweeps_trains_once_and_is_listed_in_both(tmp_path):
     assert [r["id"] for r in store.query(sweep="two")] == [run_id]
 
 
-def test_nettle_train_and_attack_record_into_the_store_without_replacing_files(tmp_path, capsys):
+def test_nettle_train_and_attack_record_into_the_store_without_replacing_files(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # as a user would: runs/<name>/<id> under the working folder
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY | {"name": "tiny"}))
-    run_dir = tmp_path / "runs" / "tiny" / "a"
+    run_dir = Path("runs") / "tiny" / "a"
     assert main(["train", str(config), "-o", str(run_dir), "--json"]) == 0
     store = Store(tmp_path / "runs" / "nettle.db")
     (row,) = store.query()
