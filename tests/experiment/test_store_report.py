@@ -220,3 +220,23 @@ def test_cli_report_draws_reference_points_and_refuses_a_bad_file(tmp_path, caps
     assert main([*args, str(refs)]) == 2
     err = capsys.readouterr().err
     assert str(refs) in err and "row 1, field 'error'" in err
+
+
+def test_report_never_replaces_a_file_it_did_not_write(tmp_path):
+    from nettle.experiment.store_report import report_from_store as report
+
+    store = Store(tmp_path / "nettle.db")
+    store.add_run("r1", {"model": {"conv": None}}, sweep="s", name="one")
+    store.record_metrics("r1", {"params": 10, "test_acc": 0.5})
+    store.set_status("r1", "done")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("my notes")
+    with pytest.raises(ValueError, match=r"report\.md: exists and was not written by nettle"):
+        report(store, out)
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+    assert (out / "report.md").read_text() == "my notes"
+    (out / "report.md").unlink()
+    first = report(store, out)
+    again = report(store, out)  # its own files are nettle's to replace
+    assert again.html == first.html and (out / "sweep-s.yaml").is_file()

@@ -220,10 +220,18 @@ def run_demo(
     Raises:
         DemoError: a run failed (its reason and where its log is).
     """
+    from nettle.experiment.report import REPORT_FILES
     from nettle.experiment.store import Store
     from nettle.experiment.store_report import records_from_rows, report_from_store
+    from nettle.files import OutputFolder, claim_outputs
 
     root = Path(root)
+    outputs = [
+        *REPORT_FILES,
+        "demo.json",
+        *(f"sweep-{s}.yaml" for s in (TEACHER_SWEEP, STUDENT_SWEEP)),
+    ]
+    OutputFolder(root).check(outputs)  # a user's file there is refused before anything runs
     root.mkdir(parents=True, exist_ok=True)
     notify = progress or (lambda stage, info: None)
     store, seconds = Store(root / "nettle.db"), {}
@@ -275,5 +283,7 @@ def run_demo(
         notes=notes,
         sections=sections,
     )
-    (root / "demo.json").write_text(json.dumps(files.records, indent=2, default=str))
+    claim_outputs(root, ["demo.json"]).write(
+        "demo.json", json.dumps(files.records, indent=2, default=str)
+    )
     return DemoResult(root, files.markdown, files.html, files.records, seconds)

@@ -40,7 +40,7 @@ from nettle.experiment.report_plots import (
     substitute_family,
     training_mode,
 )
-from nettle.files import atomic_write
+from nettle.files import OutputFolder, claim_outputs
 from nettle.safe_yaml import load_yaml_file
 
 __all__ = [
@@ -186,10 +186,15 @@ def _table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
     return heads, rows
 
 
-def _png(fig: Figure, path: Path) -> str:
+PLOTS = ("error_vs_params", "error_vs_macs", "robustness", "learning_curves")
+REPORT_FILES = ("report.html", "report.md", *(f"{n}.png" for n in PLOTS))
+"""Every file `write_report` may write into its folder."""
+
+
+def _png(fig: Figure, out: OutputFolder, name: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    path.write_bytes(buf.getvalue())
+    out.write(name, buf.getvalue())
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -227,9 +232,14 @@ def write_report(
         unfinished: runs left out of the table and plots, listed with their status and reason.
         sections: extra sections after the plots.
         references: published results drawn as black stars on the trade-off plots.
+
+    Raises:
+        ValueError: a file of the report's names exists in `out_dir` and nettle did not write
+            it (checked for every name before anything is written), or the folder cannot be
+            written.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(out_dir)
+    OutputFolder(folder).check(REPORT_FILES)
     figures = {
         "error_vs_params": plot_tradeoff(records, "params", references),
         "error_vs_macs": plot_tradeoff(records, "macs", references),
@@ -238,10 +248,11 @@ def write_report(
         figures["robustness"] = plot_robustness(records)
     if any(r.get("history") for r in records):
         figures["learning_curves"] = plot_learning_curves(records)
+    out = claim_outputs(folder, ["report.html", "report.md", *(f"{n}.png" for n in figures)])
     plots, encoded = {}, {}
     for name, fig in figures.items():
-        plots[name] = out / f"{name}.png"
-        encoded[name] = _png(fig, plots[name])
+        plots[name] = folder / f"{name}.png"
+        encoded[name] = _png(fig, out, f"{name}.png")
     heads, rows = _table_rows(records)
     notes = list(notes) + [_reference_note(references)] * bool(references)
     page = Page(title, _dt.date.today().isoformat(), list(about), notes, list(commands))
@@ -249,7 +260,7 @@ def write_report(
         [str(r.get("name", "")), str(r.get("status", "")), str(r.get("reason") or "")]
         for r in unfinished
     ]
-    files = ReportFiles(out / "report.html", out / "report.md", plots, list(records))
-    atomic_write(files.html, render_html(page, heads, rows, encoded, sections))
-    atomic_write(files.markdown, render_markdown(page, out, heads, rows, plots, sections))
+    files = ReportFiles(folder / "report.html", folder / "report.md", plots, list(records))
+    out.write("report.html", render_html(page, heads, rows, encoded, sections))
+    out.write("report.md", render_markdown(page, folder, heads, rows, plots, sections))
     return files

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from nettle.experiment.report import (
+    REPORT_FILES,
     ReferencePoint,
     ReportFiles,
     Section,
@@ -34,6 +35,7 @@ from nettle.experiment.report import (
     write_report,
 )
 from nettle.experiment.store import STATUSES, Store
+from nettle.files import OutputFolder, claim_outputs
 
 __all__ = [
     "NoRunsError",
@@ -249,13 +251,19 @@ def report_from_store(
             f" (sweeps in the store: {', '.join(known) or 'none'})"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    names = [sweep] if sweep else list(dict.fromkeys(r["sweep"] for r in rows if r["sweep"]))
+    specs = {
+        f"sweep-{name}.yaml": sweep_spec(
+            name, [r["config"] for r in rows if name in (r.get("sweeps") or [r["sweep"]])]
+        )
+        for name in names
+    }
+    OutputFolder(out).check([*specs, *REPORT_FILES])  # every name, before any write
     done, unfinished = records_from_rows(rows)
     written = []
-    for name in dict.fromkeys(r["sweep"] for r in rows if r["sweep"]):
-        spec = sweep_spec(name, [r["config"] for r in rows if r["sweep"] == name])
-        path = out / f"sweep-{name}.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    folder = claim_outputs(out, specs)
+    for (file, spec), name in zip(specs.items(), names):
+        path = folder.write(file, yaml.safe_dump(spec, sort_keys=False))
         written.append((path, _sweep_root(rows, name)))
     if commands is None:
         commands = [
