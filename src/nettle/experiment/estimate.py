@@ -43,7 +43,7 @@ def _epoch_seconds(store: Store) -> dict[tuple[str, str], float]:
     per_kind: dict[tuple[str, str], list[float]] = {}
     for row in store.query(status="done"):
         epochs = row["config"]["train"].get("epochs") or 0
-        if not (row.get("started") and row.get("finished") and epochs > 0):
+        if row.get("started") is None or row.get("finished") is None or epochs <= 0:
             continue
         seconds = (row["finished"] - row["started"]) / epochs
         per_kind.setdefault(_kind(row["config"]), []).append(seconds)
