@@ -3,15 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# exact torch and torchvision builds, for every pip install below (the package has lower bounds)
+PIP := $(BIN)/pip install --quiet -c constraints.txt
 
 .PHONY: demo test test-slow bench lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt src/nettle/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# torch and torchvision first, pinned, so nothing else pulls another build
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PIP) --upgrade pip
+	# torch and torchvision first, so nothing else pulls another build
+	$(PIP) torch torchvision
+	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

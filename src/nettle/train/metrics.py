@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from nettle.config import ConfigError
 from nettle.files import atomic_write
 from nettle.train.distributed import is_distributed, rank, reduce_sums, world_size
 from nettle.train.objectives import ClassificationMetric, EvalMetric
@@ -70,10 +71,20 @@ class MetricsWriter:
         self._tb: Any = None
 
     def open(self, step: int) -> None:
-        """Open TensorBoard, dropping events after `step` (those of a run resumed from there)."""
+        """Open TensorBoard, dropping events after `step` (those of a run resumed from there).
+
+        Raises:
+            ConfigError: TensorBoard is asked for but not installed.
+        """
         if self.path is None or not self.tensorboard or self._tb is not None:
             return
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(
+                "train.tensorboard is true but TensorBoard is not installed: "
+                "pip install 'nettle[tensorboard]' (or set train.tensorboard=false)"
+            ) from None
 
         self._tb = SummaryWriter(str(self.path.parent / "tb"), purge_step=step or None)
 
