@@ -79,6 +79,7 @@ def _tree(name: str, epochs: int | None, seed: int) -> dict[str, Any]:
             "epochs": DEMO_EPOCHS if epochs is None else epochs,
             "seed": seed,
             "device": "cpu",
+            "tensorboard": False,  # the report draws the curves from metrics.jsonl
             "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
             "schedule": {"name": "cosine"},
         },
