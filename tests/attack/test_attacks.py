@@ -106,6 +106,53 @@ def test_invariants(trained, case):
     assert torch.equal(again.x_adv, adv)
 
 
+QUADRANTS = ((0, 0), (0, 4), (4, 0), (4, 4))
+
+
+def _quadrant_scorer() -> nn.Module:
+    """A fixed linear model: class k scores the sum of quadrant k of a 1x8x8 image minus a
+    third of the rest. Raising quadrant t and lowering the true one moves towards class t."""
+    weight = torch.full((4, 1, 8, 8), -1 / 3)
+    for k, (r, c) in enumerate(QUADRANTS):
+        weight[k, 0, r : r + 4, c : c + 4] = 1.0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    with torch.no_grad():
+        model[1].weight.copy_(weight.flatten(1))
+        model[1].bias.zero_()
+    return model.eval()
+
+
+def _quadrant_inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey images (0.5 +- 0.1 noise) with the true class's quadrant 0.1 brighter: the score
+    margin is 16 * 0.1 * 4/3 ~ 2.1 (at least 1.1 here), an L-inf step of 0.15 moves it 6.4."""
+    y = torch.arange(n) % 4
+    x = 0.4 + 0.2 * torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for k, (r, c) in enumerate(QUADRANTS):
+        x[y == k, :, r : r + 4, c : c + 4] += 0.1
+    return x, y
+
+
+def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The true class's score minus the best other class's (negative: misclassified)."""
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return logits.gather(1, y[:, None])[:, 0] - others
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_untargeted_attacks_change_the_input_and_fool_a_linear_model(case):
+    # an attack that returns its input (or noise of the same size) fools no example here
+    model, (x, y) = _quadrant_scorer(), _quadrant_inputs(64)
+    assert _acc(model, x, y) == 1.0  # every success is the attack's own
+    name, options, _ = CASES[case]
+    result = create_attack(name, model, seed=0, **options)(x, y)
+    changed = (result.x_adv != x).flatten(1).any(1)
+    assert changed[result.success].all()
+    assert result.success.float().mean().item() >= 0.9
+    # the true class's score fell against the best other class for every example
+    with torch.no_grad():
+        assert (_margin(model(result.x_adv), y) < _margin(model(x), y)).all()
+
+
 @pytest.mark.parametrize("name", list_attacks())
 def test_batch_of_one(trained, name):
     model, x, y = trained

@@ -3,7 +3,6 @@
 import os
 
 import pytest
-import torch
 import yaml
 
 from nettle.cli import main
@@ -12,13 +11,7 @@ from nettle.errors import ExitCode
 from nettle.experiment.run import run_experiment
 from nettle.files import OUTPUTS_MANIFEST
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _snapshot(folder):

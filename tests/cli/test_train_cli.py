@@ -1,6 +1,5 @@
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -60,33 +59,36 @@ def _steps_logged(run_dir: Path) -> int:
         return 0
 
 
-def test_sigkill_then_rerun_gives_bitwise_identical_weights(tmp_path):
-    cfg = _write_config(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1)
-    try:  # the uninterrupted reference, in this process
-        assert main(["train", str(cfg), "-o", str(tmp_path / "ref"), "--json"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, one_thread):
+    """The config and its uninterrupted run, trained in this process with one thread (as the
+    subprocesses: OMP_NUM_THREADS=1)."""
+    folder = tmp_path_factory.mktemp("reference")
+    cfg = _write_config(folder)
+    assert main(["train", str(cfg), "-o", str(folder / "ref"), "--json"]) == 0
+    return cfg, folder / "ref"
+
+
+# after the first checkpoint (step 7) and before the second; in epoch 2 of 3 (90 steps each)
+@pytest.mark.parametrize("kill_at", [8, 100])
+def test_sigkill_then_rerun_gives_bitwise_identical_weights(tmp_path, reference, kill_at):
+    cfg, ref_dir = reference
     victim_dir = tmp_path / "victim"
     victim = _train(cfg, victim_dir)
     last = victim_dir / "checkpoints" / "last.pt"
-    # a random moment after the first checkpoint (step 7), well before the end of training
-    kill_at = random.randint(8, STEPS // 2)
     deadline = time.time() + 60
     while victim.poll() is None and time.time() < deadline:
         if last.exists() and _steps_logged(victim_dir) >= kill_at:
             break
         time.sleep(0.002)
-    time.sleep(random.uniform(0.0, 0.005))
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     assert not (victim_dir / "summary.json").exists()  # killed mid-run, not after the end
     killed_at = load_checkpoint(last)["state"]["step"]
-    assert 7 <= killed_at < STEPS
+    assert kill_at - 7 <= killed_at < STEPS  # at most one checkpoint interval lost
     rerun = _train(cfg, victim_dir)
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read().decode()
-    a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
+    a = load_checkpoint(ref_dir / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(last)["model"]
     assert a.keys() == b.keys()
     for name in a:
@@ -96,7 +98,7 @@ def test_sigkill_then_rerun_gives_bitwise_identical_weights(tmp_path):
     assert summary["steps"] == STEPS
     assert len(json.loads((victim_dir / "env.json").read_text())["resumes"]) == 1
     # the metrics of the resumed run are those of the reference: no step lost or repeated
-    ref, got = _records(tmp_path / "ref"), _records(victim_dir)
+    ref, got = _records(ref_dir), _records(victim_dir)
     assert [r["step"] for r in got if r["kind"] == "step"] == list(range(1, STEPS + 1))
     assert [r["epoch"] for r in got if r["kind"] == "epoch"] == [1, 2, 3]
     same = ("kind", "step", "loss", "lr")

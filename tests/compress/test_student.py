@@ -41,13 +41,19 @@ def test_student_run_loads_teacher_and_scales_decay(tmp_path):
     summary = run_experiment(student, tmp_path / "student")
     assert summary["status"] == "done"
     assert summary["distill"]["at_layers"] == ["net.stage1", "net.stage2"]
-    # every weight but the two substituted convs comes from the teacher
-    assert all(
-        n.startswith(("net.stage1.0", "net.stage2.0")) for n in summary["distill"]["not_loaded"]
-    )
-    assert summary["distill"]["loaded"] > 0
+    # every tensor but the two substituted convs' comes from the teacher: the 2 normalisation
+    # buffers, the stem conv, 3 BNs x (weight, bias, running mean and var, batches), the fc's 2
+    assert summary["distill"]["not_loaded"] == [
+        f"net.stage{i}.0.{part}.weight" for i in (1, 2) for part in ("depthwise", "pointwise")
+    ]
+    assert summary["distill"]["loaded"] == 2 + 1 + 3 * 5 + 2
+    # teacher, width 8: convs 1-8-16-32 (3x3, no bias), 3 BNs, Linear 32 -> 10; the student's
+    # stage convs (8 -> 16, 16 -> 32) are depthwise 3x3 + pointwise 1x1
+    teacher = 9 * (1 * 8 + 8 * 16 + 16 * 32) + 2 * (8 + 16 + 32) + 32 * 10 + 10
+    params = 9 * 8 + (9 * 8 + 8 * 16) + (9 * 16 + 16 * 32) + 2 * (8 + 16 + 32) + 32 * 10 + 10
+    assert (teacher, params) == (6274, 1370) and summary["params"] == params
     decay = summary["decay"]
-    assert 0 < decay["ratio"] < 1 and decay["scaled"]
+    assert decay["ratio"] == pytest.approx(params / teacher) and decay["scaled"]
     assert "teacher" in summary["phases"]
 
 

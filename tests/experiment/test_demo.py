@@ -18,7 +18,7 @@ def test_demo_runs_its_sweeps_through_the_store_and_reports(tmp_path):
     budget = teacher["params"] * BUDGET_FRACTION
     for student in (generic, hashed):
         assert abs(student["params"] - budget) / budget < 0.01
-        assert student["test_acc"] is not None
+        assert student["test_acc"] >= (0.45 if student is hashed else 0.15)  # chance: 0.1
         assert student["config"]["distill"]["teacher"] == teacher["run_dir"]
     # the hashed student executes the dense multiply-adds; the low-rank one saves them
     assert hashed["macs_executed"] == teacher["macs"] and generic["macs"] < teacher["macs"] / 2

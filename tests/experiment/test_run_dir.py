@@ -1,9 +1,10 @@
+import hashlib
 import json
 
 import pytest
 
-from nettle.config import ConfigError, load_config_dict
-from nettle.experiment.run import prepare_run_dir, run_experiment
+from nettle.config import ConfigError, config_hash, identity, load_config_dict
+from nettle.experiment.run import default_run_dir, prepare_run_dir, run_experiment
 from nettle.models.build import load_run_model
 
 
@@ -20,10 +21,32 @@ def _snapshot(folder):
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
 
 
+def _sha256_12(tree) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces), cut to 12 hex digits."""
+    canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def test_run_id_is_the_hash_of_the_config_identity():
+    cfg = _cfg()
+    run_id = _sha256_12(identity(cfg))
+    assert config_hash(cfg) == run_id and len(run_id) == 12
+    assert default_run_dir(cfg, "runs").as_posix() == f"runs/t/{run_id}"
+    # execution settings are left out of the identity; what changes the numbers is not
+    assert "device" not in identity(cfg)["train"] and identity(cfg)["train"]["seed"] == 0
+    assert config_hash(_cfg(device="cuda")) == run_id
+    assert config_hash(_cfg(seed=5)) == _sha256_12(identity(_cfg(seed=5))) != run_id
+
+
 def test_run_writes_the_contract_and_is_not_redone(tmp_path):
-    run = tmp_path / "run"
-    summary = run_experiment(_cfg(), run)
-    assert summary["status"] == "done" and summary["run_id"] and summary["params"] > 0
+    cfg = _cfg()
+    run = default_run_dir(cfg, tmp_path)
+    assert run.name == config_hash(cfg) == _sha256_12(identity(cfg))
+    summary = run_experiment(cfg, run)
+    # simple-cnn, width 4, one channel: convs 1-4-8-16 (3x3, no bias), 3 BNs, Linear 16 -> 10
+    params = 9 * (1 * 4 + 4 * 8 + 8 * 16) + 2 * (4 + 8 + 16) + 16 * 10 + 10
+    assert (summary["status"], summary["run_id"], summary["params"]) == ("done", run.name, params)
+    assert json.loads((run / "summary.json").read_text())["run_id"] == run.name
     for name in ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     env = json.loads((run / "env.json").read_text())

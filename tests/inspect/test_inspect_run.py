@@ -8,18 +8,12 @@ from matplotlib.image import imread
 from nettle.cli import main
 from nettle.config import load_config_dict
 from nettle.experiment.run import run_experiment
-from nettle.models.build import load_run_model
 from nettle.inspect import FieldTracer, capture
 from nettle.inspect.report import default_layer, inspect_run
+from nettle.models.build import load_run_model
 from nettle.train.data import create_dataset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

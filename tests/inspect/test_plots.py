@@ -28,26 +28,16 @@ from nettle.inspect.plots import (
 )
 from nettle.inspect.probes import layer_output
 
-EXAMPLES = Path("/tmp/inspect-pngs")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check_png(fig: Figure, tmp_path: Path, name: str) -> None:
-    """Saved as a PNG that is not blank; an example copy goes to /tmp/inspect-pngs."""
+    """Saved as a PNG (under the test's own tmp_path) that is not blank."""
     assert isinstance(fig, Figure)
     path = tmp_path / f"{name}.png"
     fig.savefig(path, dpi=80)
     pixels = imread(path)
     assert pixels.ndim == 3 and pixels[..., :3].var() > 0
-    EXAMPLES.mkdir(exist_ok=True)
-    fig.savefig(EXAMPLES / f"{name}.png", dpi=100)
 
 
 def _titles(fig: Figure) -> list[str]:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from nettle.measure import timing
 from nettle.measure.timing import PhaseTimer, Stopwatch, format_phases
@@ -80,11 +81,36 @@ def test_phase_timer_records_time_on_exception(clock):
     assert t.totals() == {"forward": 2.0}
 
 
-def test_phase_peak_memory_is_cuda_only():
+def test_phase_peak_memory_is_not_measured_on_the_cpu(clock):
     t = PhaseTimer("cpu")
     with t.phase("forward"):
+        x = torch.ones(2**20)  # 4 MiB: timed, but no per-phase peak on the CPU
+        clock[0] += 1.0
+    assert float(x.sum()) == 2**20
+    assert t.totals() == {"forward": 1.0} and t.peak_memory() == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_phase_peak_memory_is_the_allocator_peak_of_each_phase():
+    device = torch.device("cuda")
+    t = PhaseTimer(device)
+    keep = torch.ones(2**20, device=device)  # 4 MiB allocated before: in every phase's peak
+    base = torch.cuda.memory_allocated(device)
+    with t.phase("small"):
+        a = torch.ones(2**20, device=device)  # 4 MiB
+        del a
+    with t.phase("big"):
+        b = torch.ones(16 * 2**20, device=device)  # 64 MiB
+        del b
+    with t.phase("small"):  # nothing allocated: the phase keeps its larger earlier peak
         pass
-    assert t.peak_memory() == {}
+    peaks = t.peak_memory()
+    assert list(peaks) == ["small", "big"]
+    assert 4 * 2**20 <= peaks["small"] - base < 6 * 2**20
+    assert 64 * 2**20 <= peaks["big"] - base < 66 * 2**20
+    assert t.stats()["small"].count == 2
+    del keep
 
 
 def test_elapsed_while_running_and_phase_timer_add_reset(clock):

@@ -1,8 +1,6 @@
 """The zoo: published parameter counts, torchvision as a second oracle, hand counts, the
 invariants of every registered model, and where the substitution hook is used."""
 
-import functools
-
 import pytest
 import torch
 import torchvision
@@ -11,14 +9,7 @@ from torch import nn
 from nettle.models import create_model, list_models
 from nettle.registry import UnknownNameError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine two threads spin and crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(model: nn.Module) -> int:
@@ -139,8 +130,9 @@ def test_every_registered_model_has_a_case():
     assert list_models() == NAMES
 
 
-@functools.cache
-def _built(name: str) -> nn.Module:
+def _build(name: str) -> nn.Module:
+    """The case's model with real weights, built afresh: a test's model and its gradients are
+    freed when the test ends (the ImageNet networks and VGGs hold hundreds of MB each)."""
     concrete, kwargs, _ = CASES[name]
     torch.manual_seed(0)
     return create_model(concrete, num_classes=7, **kwargs)
@@ -148,7 +140,7 @@ def _built(name: str) -> nn.Module:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_backward_invariants(name):
-    model = _built(name).train()
+    model = _build(name).train()
     size = CASES[name][2]
     model.zero_grad(set_to_none=True)
     out = model(torch.rand(1, 3, size, size))

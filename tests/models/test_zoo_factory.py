@@ -10,14 +10,7 @@ from nettle.measure.formulas import OpCount, get_formula
 from nettle.models import create_model
 from nettle.nn.normalize import Normalize, normalize
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine two threads spin and crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bad_arguments_name_the_problem():

@@ -21,13 +21,7 @@ from nettle.nn.substitutes.shuffle import shuffle_groups
 BASE_PARAMS, BASE_MACS = 283_354, 31_594_762
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops: one intra-op thread avoids oversubscription on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def wrn_28_10_convs() -> list[tuple[int, int, int, int]]:

@@ -121,35 +121,29 @@ def _lines(split: str, count: int, seed: int) -> TensorDataset:
     return TensorDataset(lines.x, lines.y)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_short_training_run_learns_to_read_lines():
     """2-4 digit lines, 512 of them, 8 epochs: far above chance (~0) on unseen lines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        info = DIGIT_LINES_INFO
-        model = create_model(
-            "crnn", in_channels=1, width=16, hidden=32, mean=info.mean, std=info.std
-        )
-        cfg = TrainConfig(
-            epochs=8,
-            device="cpu",
-            optim={"name": "adam", "lr": 0.03, "weight_decay": 0.0},
-            schedule={"name": "constant"},
-            grad_clip=1.0,
-            tensorboard=False,
-        )
-        trainer = Trainer(
-            model,
-            _lines("train", 512, 0),
-            _lines("test", 200, 1),
-            cfg,
-            batch_size=16,
-            objective=CTCObjective(),
-        )
-        trainer.fit()
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    info = DIGIT_LINES_INFO
+    model = create_model("crnn", in_channels=1, width=16, hidden=32, mean=info.mean, std=info.std)
+    cfg = TrainConfig(
+        epochs=8,
+        device="cpu",
+        optim={"name": "adam", "lr": 0.03, "weight_decay": 0.0},
+        schedule={"name": "constant"},
+        grad_clip=1.0,
+        tensorboard=False,
+    )
+    trainer = Trainer(
+        model,
+        _lines("train", 512, 0),
+        _lines("test", 200, 1),
+        cfg,
+        batch_size=16,
+        objective=CTCObjective(),
+    )
+    trainer.fit()
     first, last = trainer.history[0], trainer.history[-1]
     assert first["test_acc"] < 0.05 and first["test_cer"] > 0.9
     assert last["test_acc"] > 0.6 and last["test_cer"] < 0.15
