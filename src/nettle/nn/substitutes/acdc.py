@@ -17,7 +17,10 @@ first. As in the reference, `ACDC_n` builds n - 1 factors (`ACDC`: 12 requested,
 
 Execution: when a batch has more pixels than channels, the chain is pushed once through the N
 basis vectors and the resulting N x N matrix is applied as a 1x1 convolution (the reference's
-"fast stacked" path); otherwise every pixel goes through the FFT chain.
+"fast stacked" path); otherwise every pixel goes through the FFT chain. Under `torch.fx`
+tracing the structured map is one leaf call (`structured_map`, wrapped with `torch.fx.wrap`):
+which path runs depends on the batch's pixel count, known only when it runs, so the traced
+graph computes the same numbers as the module.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from nettle.nn.substitutes.base import SUBSTITUTES
 from nettle.nn.substitutes.dct import dct, idct
 from nettle.nn.substitutes.separable import DepthwisePointwise
 
-__all__ = ["ACDC", "acdc_chain", "riffle", "unriffle"]
+__all__ = ["ACDC", "acdc_chain", "riffle", "structured_map", "unriffle"]
 
 
 def riffle(x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +61,26 @@ def acdc_chain(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tenso
     for layer in reversed(range(a.shape[0])):
         x = a[layer] * idct(unriffle(d[layer] * dct(unriffle(x))))
     return x
+
+
+def _square(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The N x N map W (row = output channel) of the factors a, d: (L, N)."""
+    eye = torch.eye(a.shape[1], device=a.device, dtype=a.dtype)
+    return acdc_chain(eye, a, d).t()  # row j of the chain's output is W e_j
+
+
+@torch.fx.wrap
+def structured_map(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The factor stack a, d: (L, N) applied to the channels of x: (n, N, h, w).
+
+    With more pixels than channels the stack is pushed through the N basis vectors once and
+    applied as a 1x1 convolution; otherwise every pixel goes through the FFT chain. A leaf
+    under `torch.fx` tracing, since the choice depends on the input's size.
+    """
+    n, width, h, w = x.shape
+    if n * h * w > width:
+        return F.conv2d(x, _square(a, d)[:, :, None, None])
+    return acdc_chain(x.permute(0, 2, 3, 1), a, d).permute(0, 3, 1, 2)
 
 
 def _expansion(c_in: int, c_out: int) -> int:
@@ -131,19 +154,17 @@ class ACDC(DepthwisePointwise):
         """Channel expansion and tiling to N channels (dim 1)."""
         if self.expand:
             x = torch.cat([x, x[:, : self.expand]], dim=1)
-        return x.repeat(1, self.tile, *([1] * (x.dim() - 2))) if self.tile > 1 else x
+        return torch.cat([x] * self.tile, dim=1) if self.tile > 1 else x
 
     def _narrow(self, y: torch.Tensor) -> torch.Tensor:
         """Sum blocks of consecutive channels (dim 1) down to Co."""
         if self.out_channels == self.width:
             return y
-        f = self.width // self.out_channels
-        return y.reshape(y.shape[0], self.out_channels, f, *y.shape[2:]).sum(2)
+        return y.unflatten(1, (self.out_channels, self.width // self.out_channels)).sum(2)
 
     def square(self) -> torch.Tensor:
         """The N x N map W (row = output channel) of the factor stack."""
-        eye = torch.eye(self.width, device=self.A.device, dtype=self.A.dtype)
-        return acdc_chain(eye, self.A, self.D).t()  # row j of the chain's output is W e_j
+        return _square(self.A, self.D)
 
     def matrix(self) -> torch.Tensor:
         eye = torch.eye(self.in_channels, device=self.A.device, dtype=self.A.dtype)
@@ -151,13 +172,7 @@ class ACDC(DepthwisePointwise):
         return self._narrow(rows).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._widen(self.spatial(x))
-        n, _, h, w = x.shape
-        if n * h * w > self.width:
-            y = F.conv2d(x, self.square()[:, :, None, None])
-        else:
-            y = acdc_chain(x.permute(0, 2, 3, 1), self.A, self.D).permute(0, 3, 1, 2)
-        y = self._narrow(y)
+        y = self._narrow(structured_map(self._widen(self.spatial(x)), self.A, self.D))
         return y if self.bias is None else y + self.bias[:, None, None]
 
     def compressed_parameters(self) -> list[nn.Parameter]:
