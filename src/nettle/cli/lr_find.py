@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "lr-find",
         help="learning-rate range test for a config; suggests base and max learning rates",
         description="Sweep the learning rate exponentially on the config's model and data, "
-        "plot the loss and suggest learning rates. The model is not saved or changed.",
+        "training on the run's own objective (cross-entropy, CTC, sigmoid losses, Bayesian, "
+        "adversarial or distillation), plot the loss and suggest learning rates. The model "
+        "is not saved or changed.",
     )
     p.add_argument("config", help="YAML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -39,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nettle.config import load_config
+    from nettle.experiment.objective import build_objective
     from nettle.models.build import build_model
-    from nettle.train.data import create_dataset
+    from nettle.train.augment import build_augment
+    from nettle.train.data import create_dataset, stratified_subset
     from nettle.train.loop import build_optimizer, resolve_device
     from nettle.train.lr_find import lr_find, plot_lr_find
 
@@ -49,20 +53,21 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         out.check(_OUTPUTS)
     cfg = load_config(args.config, args.overrides)
-    if cfg.train.loss != "ce":
-        raise ValueError(
-            f"{args.config}: train.loss is {cfg.train.loss!r}; lr-find measures the "
-            "cross-entropy of single-label classifiers (train.loss: ce)"
-        )
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg).to(resolve_device(cfg.train.device))
+    device = resolve_device(cfg.train.device)
     d = cfg.data
     data = create_dataset(d.name, "train", d.root, d.image_size, d.download)
+    if d.subset is not None:  # a miniature run trains on a seeded subset: so does its test
+        data = stratified_subset(data, d.subset, cfg.train.seed)
     if d.batch_size > len(data):
         raise ValueError(
             f"{args.config}: data.batch_size {d.batch_size} is more than the {len(data)} "
             f"training examples of {d.name}; lr-find needs whole batches"
         )
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    # as training builds it: before the optimiser (distillation may load teacher weights)
+    objective, _ = build_objective(cfg, model, data, device)
+    model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg.train.optim)
     result = lr_find(
         model,
@@ -73,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         args.end_lr,
         args.iters,
         seed=cfg.train.seed,
+        objective=objective,
+        augment=build_augment(d.augment),
     )
     found = {k: _finite_or_none(v) for k, v in result.to_dict().items()}
     if out is not None:

@@ -1,10 +1,15 @@
 """The learning-rate range test (Smith 2017, arXiv:1506.01186; as fastai's `lr_find`).
 
 The learning rate grows exponentially from `start_lr` to `end_lr` over `num_iter` minibatches
-while the model trains; the loss is smoothed with an exponential moving average (debiased,
+while the model trains on the run's own objective (`objective(model, x, y, timer) ->
+LossOutput`, as `nettle.experiment.objective.build_objective` builds it: cross-entropy, CTC,
+sigmoid-MSE, Bayesian, adversarial or distillation; cross-entropy when none is given), stepping
+as the Trainer does (the batch augmented, replayed `objective.replays` times, `after_step`
+after each step). The loss is smoothed with an exponential moving average (debiased,
 `beta = 0.98`) and the test stops once the smoothed loss exceeds `diverge` times its best or
-is not finite. The model's and the optimiser's states, and the random state, are restored
-afterwards, so the test leaves no trace.
+is not finite. The model's and the optimiser's states, the random state and the objective's
+checkpointed state (`extra_state` / `load_extra_state`, where it has them) are restored
+afterwards, so the test leaves no trace on them.
 
 Suggestions (all returned, none hidden): `steepest_lr`, where the smoothed loss falls fastest
 (gradient taken against log10(lr), as the LRs are log-spaced); `min_loss_lr`, where it is
@@ -16,15 +21,20 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
+from nettle.measure.timing import PhaseTimer
 from nettle.train.checkpoint import capture_rng, restore_rng
+from nettle.train.objectives import CrossEntropy, Objective
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 __all__ = ["LRFindResult", "lr_find", "plot_lr_find"]
 
@@ -66,31 +76,49 @@ def lr_find(
     diverge: float = 4.0,
     beta: float = 0.98,
     seed: int = 0,
+    *,
+    objective: Objective | None = None,
+    augment: Augment | None = None,
+    timer: PhaseTimer | None = None,
 ) -> LRFindResult:
-    """Run the range test on `model` with `optimizer`; both are restored afterwards."""
+    """Run the range test on `model` with `optimizer`; both are restored afterwards.
+
+    Args:
+        model, optimizer: what is trained (and restored); `model` sits on its device.
+        data: the training set; batches of `batch_size` are drawn in a `seed`ed order.
+        start_lr, end_lr, num_iter: the exponential sweep, one learning rate per step.
+        diverge, beta: the stopping factor and the smoothing of the loss.
+        objective: the loss of a batch (see `nettle.train.objectives`); default cross-entropy.
+        augment: the run's batch augmentation, called as `augment(x, generator)`.
+        timer: passed to the objective (default: a disabled `PhaseTimer`).
+    """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr}, {end_lr}")
     device = next(model.parameters()).device
+    objective = objective if objective is not None else CrossEntropy()
+    timer = timer if timer is not None else PhaseTimer(enabled=False)
+    replays = int(getattr(objective, "replays", 1))
     model_state = copy.deepcopy(model.state_dict())
     opt_state = copy.deepcopy(optimizer.state_dict())
+    objective_state = _objective_state(objective)
     rng = capture_rng()
     was_training = model.training
     result = LRFindResult()
     ratio = (end_lr / start_lr) ** (1 / max(num_iter - 1, 1))
     avg, best = 0.0, math.inf
     batches = _batches(data, batch_size, torch.Generator().manual_seed(seed))
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if augment is not None else None
     try:
         model.train()
         for i in range(num_iter):
             lr = start_lr * ratio**i
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = next(batches)
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
+            if i % replays == 0:  # "free" adversarial training steps on each batch `replays` times
+                x, y = (t.to(device) for t in next(batches))
+                if augment is not None:
+                    x = augment(x, aug_gen)
+            value = _step(model, optimizer, objective, x, y, timer)
             avg = beta * avg + (1 - beta) * value
             smooth = avg / (1 - beta ** (i + 1))
             result.lrs.append(lr)
@@ -103,10 +131,42 @@ def lr_find(
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(opt_state)
+        _restore_objective(objective, objective_state)
         restore_rng(rng)
         model.train(was_training)
     _suggest(result)
     return result
+
+
+def _step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    timer: PhaseTimer,
+) -> float:
+    """One training step on the objective's loss, as the Trainer takes it; returns the loss."""
+    loss = objective(model, x, y, timer).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    after_step = getattr(objective, "after_step", None)
+    if callable(after_step):  # e.g. Bayesian variance clipping, the "free" perturbation
+        after_step(model)
+    return float(loss.detach())
+
+
+def _objective_state(objective: Objective) -> dict[str, Any] | None:
+    """A copy of what the objective checkpoints (`extra_state()`), None if it has nothing."""
+    extra = getattr(objective, "extra_state", None)
+    return copy.deepcopy(extra()) if callable(extra) else None
+
+
+def _restore_objective(objective: Objective, state: dict[str, Any] | None) -> None:
+    load = getattr(objective, "load_extra_state", None)
+    if state is not None and callable(load):
+        load(state)
 
 
 def _suggest(r: LRFindResult) -> None:
