@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from nettle import __version__
 from nettle.config import ConfigError
@@ -34,11 +35,18 @@ def _verbs() -> list[str]:
     return names + list(HIDDEN_VERBS)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is left to `--help`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every verb's subparser."""
+    """The top-level parser with every verb's subparser (their parsers share its class)."""
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nettle",
         description="Measure, compress, attack and train deep networks; plan and query experiments.",
     )
