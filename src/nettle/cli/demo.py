@@ -30,9 +30,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse counts and seeds the demo's runs cannot use, naming the option, before any work."""
+    for option, value in (
+        ("--epochs", args.epochs),
+        ("--slots", args.slots),
+        ("--attack-examples", args.attack_examples),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} {value}: expected a whole number of at least 1")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed {args.seed}: expected a seed from 0 to 2**32 - 1")
+
+
 def run(args: argparse.Namespace) -> int:
     from nettle.experiment.demo import run_demo
 
+    _check_options(args)
     console = Console(stderr=True)
 
     def progress(stage: str, info: dict[str, Any]) -> None:
