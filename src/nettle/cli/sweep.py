@@ -91,11 +91,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nettle.experiment.spec import plan_sweep
 
+    if args.sweep_verb == "run":
+        _check_run_options(args)
     plan = plan_sweep(args.file)
     store_path = Path(args.store or Path(args.root) / "nettle.db")
     if args.sweep_verb == "plan":
         return _plan(plan, store_path, args.json, args.price)
     return _run(plan, store_path, args)
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    """Refuse what no backend can use, naming the option, before the store or a job exists."""
+    import math
+
+    root = Path(args.root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--root {root}: a file, not a folder for the runs")
+    whole = {"--slots": (args.slots, 1), "--retries": (args.retries, 0), "--time": (args.time, 1)}
+    whole["--gpus-per-node"] = (args.gpus_per_node, 0)
+    for option, (value, low) in whole.items():
+        if value is not None and value < low:
+            raise ValueError(f"{option} {value}: expected a whole number of at least {low}")
+    amounts = {"--grace": (args.grace, True), "--gpus-per-run": (args.gpus_per_run, True)}
+    amounts |= {"--cpus-per-run": (args.cpus_per_run, False)}
+    amounts |= {"--mem-limit-gb": (args.mem_limit_gb, False), "--mem-gb": (args.mem_gb, False)}
+    for option, (value, zero_ok) in amounts.items():
+        if value is not None and not (
+            math.isfinite(value) and (value >= 0 if zero_ok else value > 0)
+        ):
+            above = "0 or more" if zero_ok else "above 0"
+            raise ValueError(f"{option} {value}: expected a finite number {above}")
+    if args.gpus is not None and args.backend == "local":
+        _check_gpus(args.gpus)
+
+
+def _check_gpus(text: str) -> None:
+    """`--gpus`: ids of GPUs this machine has (0,1) or their UUIDs (GPU-..., MIG-...)."""
+    import torch
+
+    ids = [part.strip() for part in text.split(",")]
+    for gpu in ids:
+        if not (gpu.isascii() and gpu.isdigit()) and not gpu.startswith(("GPU-", "MIG-")):
+            raise ValueError(f"--gpus: {gpu!r} is not one GPU id (use 0,1,2 or GPU UUIDs)")
+    visible = torch.cuda.device_count()
+    missing = [gpu for gpu in ids if gpu.isdigit() and int(gpu) >= visible]
+    if missing:
+        raise ValueError(
+            f"--gpus {text}: no GPU {missing[0]} here ({visible} visible); "
+            + ("use --slots N for CPU jobs" if visible == 0 else f"ids are 0..{visible - 1}")
+        )
 
 
 def _plan(plan: Any, store_path: Path, as_json: bool, price: float | None) -> int:
@@ -233,8 +277,6 @@ def _runner(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _run(plan: Any, store_path: Path, args: argparse.Namespace) -> int:
-    if args.retries < 0:
-        raise ValueError(f"--retries must be >= 0, got {args.retries}")
     try:
         run_sweep, opts = _runner(args)
     except ImportError as exc:  # a backend's extra is not installed
