@@ -37,10 +37,27 @@ def _money(v: float | None) -> str:
     return "" if v is None else f"${v:.4f}"
 
 
+MAX_HOURS = 90 * 24
+"""AWS keeps 90 days of spot price history."""
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse a window or lists no lookup can use, naming the option, before any request."""
+    if not 0 < args.hours <= MAX_HOURS:  # also refuses nan
+        raise ValueError(
+            f"--hours {args.hours}: expected hours above 0 and at most {MAX_HOURS} "
+            "(AWS keeps 90 days of spot prices)"
+        )
+    for option, text in (("--instance-types", args.instance_types), ("--regions", args.regions)):
+        if text is not None and not any(part.strip() for part in text.split(",")):
+            raise ValueError(f"{option} {text!r}: expected names joined by commas")
+
+
 def run(args: argparse.Namespace, client_factory=None) -> int:
     """Look the prices up and print them as a table (or JSON)."""
     from nettle.cloud.prices import CloudError, spot_prices
 
+    _check_options(args)
     regions = [r.strip() for r in args.regions.split(",") if r.strip()] if args.regions else None
     try:
         report = spot_prices(
