@@ -50,8 +50,22 @@ def _fmt(params: dict[str, Any]) -> str:
     )
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse counts and seeds a search cannot use, naming the option, before any file exists."""
+    for option, value, low in (
+        ("--trials", args.trials, 1),
+        ("--slots", args.slots, 1),
+        ("--retries", args.retries, 0),
+    ):
+        if value < low:
+            raise ValueError(f"{option} {value}: expected a whole number of at least {low}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed {args.seed}: expected a seed from 0 to 2**32 - 1")
+
+
 def run_search_cli(args: argparse.Namespace) -> int:
     """Run the search and print each trial, then the best trial and its run."""
+    _check_options(args)
     try:
         import optuna
 
