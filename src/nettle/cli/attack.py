@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,16 @@ def _options(names: list[str], items: list[str]) -> dict[str, dict]:
             raise ValueError(
                 f"--set {item!r}: expected ATTACK.KEY=VALUE for one of {', '.join(names)}"
             )
-        out[attack][option] = load_yaml(raw, source=f"--set {item}")
+        value = load_yaml(raw, source=f"--set {item}")
+        if not isinstance(value, bool | int | float | str) or value != value or value in _INF:
+            raise ValueError(
+                f"--set {item!r}: expected a finite number, a string or true/false, got {value!r}"
+            )
+        out[attack][option] = value
     return out
+
+
+_INF = (float("inf"), float("-inf"))
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -82,6 +91,8 @@ def _settings(args: argparse.Namespace) -> dict:
         raise ValueError(f"--eps {args.eps!r}: expected numbers, e.g. 0.05,0.1") from None
     if not eps or any(not (0 < e < float("inf")) for e in eps):
         raise ValueError(f"--eps {args.eps!r}: expected finite numbers above 0, e.g. 0.05,0.1")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed {args.seed}: expected a seed from 0 to 2**32 - 1")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: expected a number of examples >= 1")
     attacks = {n: o for n, o in sorted(_options(names, args.options).items())}
@@ -108,12 +119,41 @@ def _target(target: Path) -> tuple[Any, Path, Path, bool]:
     return load_config_dict(tree, source=str(target)), target, target.parent, False
 
 
+def _device(name: str | None) -> Any:
+    """The torch device of `--device` (default cpu); one the machine lacks is refused."""
+    from nettle.train.distributed import resolve_device
+
+    try:
+        return resolve_device(name or "cpu")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("train.device", "--device", 1)) from None
+
+
+def _check_writable(folder: Path) -> None:
+    """The stage is saved under `folder/eval`: a folder nettle cannot write is refused first."""
+    where = folder / "eval" if (folder / "eval").is_dir() else folder
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: cannot write the attack's results there (read-only)")
+
+
+def _check_store(run_dir: Path, explicit: str | None) -> None:
+    """Open the run's store, if it has one, before the attack writes its stage: a store that
+    cannot be used is refused with nothing written."""
+    from nettle.experiment.record import store_path_for
+    from nettle.experiment.store import Store
+
+    path = Path(store_path_for(run_dir, explicit))
+    if path.exists():
+        Store(path, create=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from nettle.experiment.evaluation import _test_tensors, robustness_rows, run_attack_stage
     from nettle.experiment.report import plot_robustness
     from nettle.models.build import load_run_model, load_teacher
 
     settings = _settings(args)
+    device = _device(args.device)
     target = Path(args.target)
     cfg, ckpt, folder, is_run = _target(target)
     if cfg.train.loss == "ctc":
@@ -121,8 +161,11 @@ def run(args: argparse.Namespace) -> int:
             f"{target}: a CTC sequence model; nettle attack scores classifiers (one label "
             "per example), which this model is not"
         )
+    _check_writable(folder)
+    if is_run:
+        _check_store(target, args.store)
     model = load_run_model(folder, cfg, checkpoint=ckpt) if is_run else load_teacher(ckpt)
-    model = model.to(args.device or "cpu")
+    model = model.to(device)
     data = _test_tensors(cfg.data)
     n = len(settings["attacks"]) * len(settings["eps"])
     with Progress(console=Console(stderr=True), transient=True, disable=args.json) as bar:
