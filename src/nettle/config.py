@@ -181,9 +181,33 @@ class BudgetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Which network to build (`nettle.models.create_model`)."""
+    """Which network to build (`nettle.models.create_model`), and the weights it starts from
+    (`nettle.models.weights`)."""
 
-    name: str = "simple-cnn"
+    class WeightsMap(_Strict):
+        """How the names in a weights file become the model's (applied in this order)."""
+
+        ignore: list[str] = Field(
+            default_factory=list, description="drop the file's keys that start with these"
+        )
+        strip_prefix: str = Field("", description="removed from the keys that start with it")
+        rename: dict[str, str] = Field(
+            default_factory=dict, description="key prefix -> new prefix (the longest applies)"
+        )
+        file: str | None = Field(None, description="a YAML mapping of more renames")
+        add_prefix: str = Field("", description="put before every key")
+
+    class Verify(_Strict):
+        """Outputs the loaded weights must reproduce before the run trains."""
+
+        inputs: str = Field(description="a torch.save file of an input batch")
+        outputs: str = Field(description="a torch.save file of the outputs they must give")
+        atol: float = Field(1e-3, ge=0, description="the largest absolute difference allowed")
+
+    name: str = Field(
+        "simple-cnn",
+        description="a zoo name, torchvision:NAME, timm:NAME or package.module:factory",
+    )
     num_classes: int | None = Field(None, ge=1, description="default: the data set's")
     in_channels: int | None = Field(None, ge=1, description="default: the data set's")
     conv: str | None = Field(None, description="substitute for the convolutions, e.g. 'Sep'")
@@ -203,10 +227,28 @@ class ModelConfig(_Strict):
         "(model.conv names the substitute without a setting, e.g. Generic)",
     )
 
+    weights: str | None = Field(
+        None, min_length=1, description="a state dict or nettle checkpoint to start from"
+    )
+    weights_map: WeightsMap | None = Field(None, description="renames of the file's keys")
+    weights_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of model.weights (written when the run is planned)",
+    )
+    verify: Verify | None = Field(None, description="outputs the weights must reproduce")
+
     @model_validator(mode="after")
     def _budget_needs_a_substitute(self) -> ModelConfig:
         if self.budget is not None and not self.conv:
             raise ValueError("model.budget needs model.conv naming a substitute, e.g. Generic")
+        return self
+
+    @model_validator(mode="after")
+    def _weight_options_need_weights(self) -> ModelConfig:
+        given = [k for k in ("weights_map", "weights_sha256", "verify") if getattr(self, k)]
+        if given and not self.weights:
+            raise ValueError(f"model.{given[0]} needs model.weights (the file of weights)")
         return self
 
 
@@ -308,7 +350,18 @@ class TrainConfig(_Strict):
 class DistillConfig(_Strict):
     """Train as a student of a teacher (`nettle.compress.distill`)."""
 
-    teacher: str = Field(description="the teacher's run dir or checkpoint file")
+    teacher: str = Field(
+        description="the teacher's run dir, checkpoint file, or model name (with teacher_weights)"
+    )
+    teacher_weights: str | None = Field(
+        None, min_length=1, description="weights of a teacher given by model name"
+    )
+    at_layers: list[str | tuple[str, str]] | None = Field(
+        None,
+        min_length=1,
+        description="attention points: names in both nets, or [student, teacher] pairs "
+        "(default: the student's own, else the last module of each resolution stage)",
+    )
     beta: float = Field(1e3, ge=0, description="attention-transfer weight")
     alpha: float = Field(0.0, ge=0, le=1, description="Hinton KD weight (0: cross-entropy only)")
     temperature: float = Field(4.0, gt=0)

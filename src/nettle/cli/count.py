@@ -1,7 +1,10 @@
 """`nettle count MODEL [--input 3x32x32] [--conv SPEC] [--convention NAME] [--depth D] [--json]`.
 
-Builds a zoo model (in_channels from the input shape) and prints its per-module cost table and
-totals, per example; `--json` prints the `CostReport` as JSON instead.
+Builds a zoo model or a foreign one by reference (`torchvision:NAME`, `timm:NAME`,
+`package.module:factory`; in_channels from the input shape) and prints its per-module cost
+table and totals, per example; `--json` prints the `CostReport` as JSON instead. A foreign
+model's convolutions are substituted by surgery; which ones stayed dense, and why, is printed
+too (`substitution` in the JSON).
 """
 
 from __future__ import annotations
@@ -46,10 +49,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "count",
-        help="parameters and multiply-adds of a zoo model, per module and in total",
-        description="Count parameters and MACs (theoretical and executed) of a zoo model.",
+        help="parameters and multiply-adds of a model (zoo or by reference), per module and in total",
+        description="Count parameters and MACs (theoretical and executed) of a model.",
     )
-    p.add_argument("model", help="zoo name, e.g. wrn-28-10, resnet50, simple-cnn")
+    p.add_argument(
+        "model",
+        help="zoo name (wrn-28-10, resnet50, simple-cnn), torchvision:NAME, timm:NAME or "
+        "package.module:factory",
+    )
     p.add_argument("--input", default="3x32x32", help="input shape without batch (3x32x32)")
     p.add_argument(
         "--num-classes",
@@ -100,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         out = report.to_dict()
         if solved is not None:
             out["budget"] = solved.to_dict()
+        if getattr(model, "substitution", None) is not None:
+            out["substitution"] = model.substitution.to_dict()
         print(json.dumps(out))
         return 0
     table = Table(
@@ -122,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"budget {solved.target:,.0f} {solved.metric}: {verdict} it with [bold]{solved.conv}[/bold] "
             f"-> {solved.achieved:,} ({solved.relative_error:+.2%}), {solved.evaluations} networks built"
+        )
+    if getattr(model, "substitution", None) is not None:
+        sub = model.substitution
+        kept = ", ".join(f"{n} ({why})" for n, why in sub.dense.items()) or "none"
+        console.print(
+            f"{sub.conv}: {len(sub.replaced)} convolutions substituted; dense: {kept}",
+            highlight=False,
         )
     for u in report.unsupported:
         console.print(f"[yellow]unsupported:[/yellow] {u}")
@@ -189,11 +205,16 @@ def _forward_problem(model: nn.Module, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _default_classes(name: str) -> int:
-    """The classifier size the zoo builder defaults to (1000 for ImageNet nets), else 10."""
+def _default_classes(name: str) -> int | None:
+    """The classifier size the zoo builder defaults to (1000 for ImageNet nets), else 10; for a
+    foreign model None, its builder's own default."""
     import inspect
 
     from nettle.models import MODELS
+    from nettle.models.references import is_reference
+
+    if is_reference(name):
+        return None
 
     try:
         default = inspect.signature(MODELS.get(name)).parameters["num_classes"].default
@@ -202,7 +223,7 @@ def _default_classes(name: str) -> int:
     return default if isinstance(default, int) else 10
 
 
-def _solve(args: argparse.Namespace, shape: tuple[int, ...], classes: int):
+def _solve(args: argparse.Namespace, shape: tuple[int, ...], classes: int | None):
     from nettle.compress.budget import solve_budget
     from nettle.models import create_model
 

@@ -6,6 +6,14 @@ checked: an unknown keyword is an error that names it. Models take images in [0,
 `mean` and `std` a `Normalize` module is put first.
 
 Families with a pattern: `wrn-<depth>-<width>` (CIFAR WideResNet, e.g. `wrn-28-10`).
+
+Models of other libraries are named by reference (`torchvision:resnet18`, `timm:resnet18`,
+`package.module:factory`; see `nettle.models.references`). Their convolutions are substituted
+by surgery (`nettle.compress.substitute.substitute_convs`: the ungrouped square convolutions
+with a kernel above 1 except the stem; the report is the model's `substitution` attribute),
+and a `RepeatChannels` module is put before them when the data has fewer channels than their
+first convolution takes. The wrapper is `Sequential(normalize?, repeat?, net)`: `unwrap`
+returns the network inside.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ from typing import Any
 
 from torch import nn
 
+from nettle.compress.substitute import substitute_convs
+from nettle.models.references import build_reference, channel_adapter, is_reference, takes_conv
 from nettle.nn.normalize import Normalize
 from nettle.registry import Registry, UnknownNameError
 
-__all__ = ["MODELS", "create_model", "list_models"]
+__all__ = ["MODELS", "create_model", "list_models", "unwrap"]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -63,36 +73,94 @@ def _check_kwargs(
 
 def create_model(
     name: str,
-    num_classes: int = 10,
+    num_classes: int | None = 10,
     in_channels: int = 3,
     conv: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a zoo model by name.
+    """Build a zoo model by name, or a foreign model by reference.
 
     Args:
-        name: a registered name or pattern, see `list_models()`.
-        num_classes: outputs of the classifier.
+        name: a registered name or pattern, see `list_models()`, or a reference such as
+            `torchvision:resnet18` (`nettle.models.references`).
+        num_classes: outputs of the classifier (None: the builder's default).
         in_channels: channels of the input images.
         conv: substitute for the convolutions the family substitutes (e.g. "Sep", "ACDC").
         mean: per-channel mean for a `Normalize` first module (with `std`).
         std: per-channel standard deviation.
         **kwargs: family options (e.g. `dropout` for WRN, `head` for VGG).
     """
+    classes = {} if num_classes is None else {"num_classes": num_classes}
+    if is_reference(name):
+        _check_normalization(mean, std, in_channels)
+        return _create_foreign(name, classes, in_channels, conv, mean, std, kwargs)
     builder, fixed = _resolve(name)
     _check_kwargs(name, builder, fixed, kwargs)
+    _check_normalization(mean, std, in_channels)
+    model = builder(**classes, in_channels=in_channels, conv=conv, **fixed, **kwargs)
+    return _wrap(model, mean, std)
+
+
+def _check_normalization(
+    mean: Sequence[float] | None, std: Sequence[float] | None, in_channels: int
+) -> None:
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
     if mean is not None and len(mean) != in_channels:
         raise ValueError(f"mean has {len(mean)} values but the model has {in_channels} channels")
-    model = builder(num_classes=num_classes, in_channels=in_channels, conv=conv, **fixed, **kwargs)
-    if mean is not None:
-        at = list(getattr(model, "at_layers", []))
-        wrapped = nn.Sequential()
-        wrapped.add_module("normalize", Normalize(mean, std))
-        wrapped.add_module("net", model)
-        wrapped.at_layers = [f"net.{n}" for n in at]  # type: ignore[assignment]
-        return wrapped
+
+
+def _create_foreign(
+    name: str,
+    classes: dict[str, int],
+    in_channels: int,
+    conv: str | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    """A foreign network, substituted by surgery unless its factory takes `conv` itself."""
+    own_conv = conv is not None and takes_conv(name)
+    net = build_reference(
+        name, classes.get("num_classes"), in_channels, conv if own_conv else None, **kwargs
+    )
+    report = None
+    if conv is not None and not own_conv:
+        report = substitute_convs(net, conv)
+    model = _wrap(net, mean, std, channel_adapter(name, net, in_channels))
+    if report is not None:
+        model.substitution = report  # type: ignore[assignment]
     return model
+
+
+def _wrap(
+    model: nn.Module,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    repeat: nn.Module | None = None,
+) -> nn.Module:
+    """`Sequential(normalize?, repeat?, net)` with `at_layers` renamed; `model` if neither."""
+    if mean is None and repeat is None:
+        return model
+    at = list(getattr(model, "at_layers", []))
+    wrapped = nn.Sequential()
+    if mean is not None:
+        wrapped.add_module("normalize", Normalize(mean, std))
+    if repeat is not None:
+        wrapped.add_module("repeat", repeat)
+    wrapped.add_module("net", model)
+    if hasattr(model, "at_layers"):
+        wrapped.at_layers = [f"net.{n}" for n in at]  # type: ignore[assignment]
+    return wrapped
+
+
+def unwrap(model: nn.Module) -> tuple[str, nn.Module]:
+    """The network inside `create_model`'s input wrapper and its name prefix ("net."), or
+    `("", model)` for a model without one."""
+    children = getattr(model, "_modules", {})
+    wrapper = {"normalize", "repeat", "net"}
+    if isinstance(model, nn.Sequential) and "net" in children and set(children) <= wrapper:
+        return "net.", children["net"]
+    return "", model
