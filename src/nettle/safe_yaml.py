@@ -112,6 +112,16 @@ class _BoundedLoader(yaml.SafeLoader):
                 first_line[key] = line
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise self._fail(
+                node.start_mark, f"an integer of {len(node.value):,} characters is too long"
+            ) from None
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 # YAML 1.1 reads `1e-3` (no dot) as a string; YAML 1.2 and every person reads a number
 _BoundedLoader.add_implicit_resolver(
