@@ -140,11 +140,11 @@ def _train_and_record(
 
 def run(args: argparse.Namespace) -> int:
     from nettle.config import load_config
-    from nettle.experiment.resolve import resolve_budget
+    from nettle.experiment.resolve import resolve_config
     from nettle.experiment.run import default_run_dir
     from nettle.train.guards import NonFiniteLossError
 
-    cfg = resolve_budget(load_config(args.config, args.overrides))
+    cfg = resolve_config(load_config(args.config, args.overrides))
     run_dir = args.out or default_run_dir(cfg)
     quiet = os.environ.get("RANK", "0") != "0"  # torchrun: only rank 0 reports
     err = Console(stderr=True)

@@ -4,7 +4,8 @@
 setting that meets it, with the solver of `nettle count --budget`
 (`nettle.compress.budget.solve_budget`), and records the setting and what it achieves in the
 config, so the run's id and its `config.yaml` name the exact network that trains.
-`plan_cost(cfg)` counts parameters and multiply-adds of the config's model on the meta
+`resolve_config` adds the pretrained weights' check and digest
+(`nettle.models.build.resolve_weights`). `plan_cost(cfg)` counts parameters and multiply-adds of the config's model on the meta
 device (no memory, no weights), which is how `nettle sweep plan` shows every run's cost
 before anything trains.
 """
@@ -16,10 +17,10 @@ from typing import Any
 import torch
 
 from nettle.config import ConfigError, ExperimentConfig
-from nettle.models.build import build_model
+from nettle.models.build import build_model, resolve_weights
 from nettle.train.data import get_dataset_info
 
-__all__ = ["input_shape", "plan_cost", "resolve_budget"]
+__all__ = ["input_shape", "plan_cost", "resolve_budget", "resolve_config"]
 
 
 def input_shape(cfg: ExperimentConfig) -> tuple[int, ...]:
@@ -65,6 +66,12 @@ def resolve_budget(cfg: ExperimentConfig) -> ExperimentConfig:
     solved = budget.model_copy(update={"setting": result.setting, "achieved": result.achieved})
     model = cfg.model.model_copy(update={"conv": result.conv, "budget": solved})
     return cfg.model_copy(update={"model": model})
+
+
+def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Everything resolved when a run is planned: the budget's setting (`resolve_budget`),
+    then the pretrained weights' digest after they are checked (`resolve_weights`)."""
+    return resolve_weights(resolve_budget(cfg))
 
 
 def plan_cost(cfg: ExperimentConfig) -> dict[str, Any]:

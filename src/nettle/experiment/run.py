@@ -44,7 +44,7 @@ from nettle.config import (
 )
 from nettle.experiment.objective import build_objective
 from nettle.files import atomic_write
-from nettle.models.build import build_model
+from nettle.models.build import build_model, check_teacher
 from nettle.safe_yaml import load_yaml_file
 from nettle.train.guards import NonFiniteLossError, default_dtype_guard
 from nettle.train.lock import run_dir_lock
@@ -204,8 +204,7 @@ def _run_experiment(
 
     # everything that can be checked is checked before any file is written
     _check_model(cfg)
-    if cfg.distill and not Path(cfg.distill.teacher).exists():
-        raise FileNotFoundError(f"distill.teacher: {cfg.distill.teacher} does not exist")
+    check_teacher(cfg)
     device = resolve_device(cfg.train.device)
     d = cfg.data
     with default_dtype_guard(torch.float32):
@@ -255,6 +254,8 @@ def _train(
         _seed_everything(cfg.train.seed)
         model = build_model(cfg)
         objective, extras = build_objective(cfg, model, train, device)
+        if getattr(model, "weights_report", None) is not None:
+            extras["weights"] = model.weights_report
         groups, plan = _decay_groups(cfg, model)
         extras["decay"] = plan
         trainer = Trainer(

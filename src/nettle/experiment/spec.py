@@ -126,11 +126,11 @@ def _resolve(base: dict[str, Any], name: str, overrides: dict[str, Any], source:
     tree = {**base, "name": base.get("name", name)}
     where = f"{source} run [{label}]"
     cfg = load_config_dict(tree, _overrides_list(overrides), source=where)
-    if cfg.model.budget is not None:  # solved now, so the id names the exact network
-        from nettle.experiment.resolve import resolve_budget
+    if cfg.model.budget is not None or cfg.model.weights is not None:
+        from nettle.experiment.resolve import resolve_config  # the id names the exact network
 
         try:
-            cfg = resolve_budget(cfg)
+            cfg = resolve_config(cfg)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return PlannedRun(config_hash(cfg), label, dict(overrides), cfg)

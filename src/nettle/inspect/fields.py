@@ -189,7 +189,7 @@ def is_pool_function(target: Any) -> bool:
 def _register_nettle_modules() -> None:
     from nettle.nn import logic, normalize
 
-    register_pointwise(normalize.Normalize, logic.ReLog, logic.ReLog1p)
+    register_pointwise(normalize.Normalize, normalize.RepeatChannels, logic.ReLog, logic.ReLog1p)
     register_pointwise(logic.Maxout, logic.MinMaxOut)  # over channels, per position
 
 

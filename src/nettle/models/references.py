@@ -35,9 +35,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
+from nettle.nn.normalize import RepeatChannels
 from nettle.registry import UnknownNameError
 
 __all__ = [
@@ -212,30 +212,6 @@ def first_conv(net: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:
         if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
             return name, module
     return None
-
-
-class RepeatChannels(nn.Module):
-    """Tile the channels (dim 1) of a batch `repeats` times: (N, C, ...) -> (N, C*k, ...).
-
-    Put before a foreign network whose first convolution expects `C*k` channels, e.g. a grey
-    image (C=1) for an RGB network (3): each of its planes sees the same image.
-
-    Example:
-        >>> RepeatChannels(3)(torch.ones(2, 1, 4, 4)).shape
-        torch.Size([2, 3, 4, 4])
-    """
-
-    def __init__(self, repeats: int) -> None:
-        super().__init__()
-        if repeats < 1:
-            raise ValueError(f"repeats must be at least 1, got {repeats}")
-        self.repeats = repeats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.repeat(1, self.repeats, *([1] * (x.dim() - 2)))
-
-    def extra_repr(self) -> str:
-        return f"repeats={self.repeats}"
 
 
 def channel_adapter(name: str, net: nn.Module, in_channels: int) -> RepeatChannels | None:

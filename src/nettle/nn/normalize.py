@@ -15,7 +15,7 @@ from torch import nn
 
 from nettle.measure.formulas import OpCount, register_formula
 
-__all__ = ["Normalize", "normalize"]
+__all__ = ["Normalize", "RepeatChannels", "normalize"]
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -70,3 +70,27 @@ class Normalize(nn.Module):
 @register_formula(Normalize)
 def _normalize_cost(module: Normalize, inputs: tuple, output: torch.Tensor) -> OpCount:
     return OpCount(elementwise=2 * output.numel())
+
+
+class RepeatChannels(nn.Module):
+    """Tile the channels (dim 1) of a batch `repeats` times: (N, C, ...) -> (N, C*k, ...).
+
+    Put before a foreign network whose first convolution expects `C*k` channels, e.g. a grey
+    image (C=1) for an RGB network (3): each of its planes sees the same image.
+
+    Example:
+        >>> RepeatChannels(3)(torch.ones(2, 1, 4, 4)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+
+    def __init__(self, repeats: int) -> None:
+        super().__init__()
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {repeats}")
+        self.repeats = repeats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat(1, self.repeats, *([1] * (x.dim() - 2)))
+
+    def extra_repr(self) -> str:
+        return f"repeats={self.repeats}"
