@@ -146,14 +146,14 @@ def _plan(plan: Any, store_path: Path, as_json: bool, price: float | None) -> in
     from nettle.experiment.resolve import plan_cost
     from nettle.experiment.store import Store
 
-    status, estimate = {}, None
-    if store_path.is_file():
-        store = Store(store_path)
+    status, estimate, store = {}, None, None
+    if store_path.exists():  # a folder or a file that is no store is refused, not skipped
+        store = Store(store_path, create=False)
         status = {r["id"]: r["status"] for r in store.query(sweep=plan.name)}
     if price is not None:
         from nettle.experiment.estimate import estimate_sweep
 
-        estimate = estimate_sweep(plan, Store(store_path) if store_path.is_file() else None, price)
+        estimate = estimate_sweep(plan, store, price)
     rows = [
         {"id": r.id, "name": r.name, "overrides": r.overrides, "status": status.get(r.id, "new")}
         | plan_cost(r.config)
