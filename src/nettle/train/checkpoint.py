@@ -98,9 +98,10 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
     elif not head:
         reason = "truncated or corrupt: the file is empty"
     elif head.startswith(b"PK"):
-        if not zipfile.is_zipfile(path):
+        has_pickle = _has_pickle(path) if zipfile.is_zipfile(path) else None
+        if has_pickle is None:
             reason = "truncated or corrupt: a damaged zip archive"
-        elif not _has_pickle(path):
+        elif not has_pickle:
             reason = "a zip archive without data.pkl, so not written by torch.save"
         else:
             first = next((s for s in message.splitlines() if s.strip()), type(exc).__name__)
@@ -116,9 +117,13 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
     return CheckpointError(f"{path}: unreadable checkpoint ({reason}); expected {_EXPECTED}")
 
 
-def _has_pickle(path: Path) -> bool:
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("/data.pkl") for n in archive.namelist())
+def _has_pickle(path: Path) -> bool | None:
+    """Whether the zip archive at `path` holds a data.pkl; None if its directory is damaged."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/data.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):  # e.g. a name that is not UTF-8
+        return None
 
 
 def _is_text(head: bytes) -> bool:
