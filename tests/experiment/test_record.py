@@ -119,7 +119,7 @@ def test_a_training_in_two_sweeps_trains_once_and_is_listed_in_both(tmp_path):
     evaluate = {"count": {"convention": "macs+elementwise"}}
     second = run_sweep({"name": "two", "base": TINY | {"evaluate": evaluate}}, store, root=tmp_path)
     (run_id,) = first.done
-    assert second.done == [run_id]  # the new count stage ran; training did not
+    assert second.done == [run_id], second  # the new count stage ran; training did not
     row = store.get(run_id)
     assert row["sweeps"] == ["one", "two"] and row["run_dir"] == str(tmp_path / "one" / run_id)
     assert not (tmp_path / "two").exists()

@@ -53,12 +53,12 @@ if metrics.exists():  # like the trainer: drop records written after the checkpo
     metrics.write_text("".join(l + "\n" for l in keep))
 for epoch in range(start + 1, cfg["train"]["epochs"] + 1):
     time.sleep(sleep)
+    with open(metrics, "a") as f:  # like the trainer: the epoch's line, then its checkpoint
+        rec = {"kind": "epoch", "epoch": epoch, "step": epoch, "test_acc": 0.5 + epoch / 100}
+        f.write(json.dumps(rec | {"resumed_from": start}) + "\n")
     ckpt.parent.mkdir(exist_ok=True)
     (ckpt.parent / "tmp.json").write_text(json.dumps({"epoch": epoch}))
     (ckpt.parent / "tmp.json").replace(ckpt)
-    with open(metrics, "a") as f:
-        rec = {"kind": "epoch", "epoch": epoch, "step": epoch, "test_acc": 0.5 + epoch / 100}
-        f.write(json.dumps(rec | {"resumed_from": start}) + "\n")
     print("epoch", epoch, flush=True)
 final = {"epoch": cfg["train"]["epochs"], "test_acc": 0.5 + cfg["train"]["epochs"] / 100}
 summary = {"status": "done", "resumed": start > 0, "final": final, "params": 7}
