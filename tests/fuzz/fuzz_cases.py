@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+from fuzz_datasets import dataset_cases
 from fuzz_generated import GENERATED, Generator
 from fuzz_harness import Case, Fixtures, problems, run_case, work_folder
 from fuzz_loaders import loader_cases
+from fuzz_many_runs import many_run_cases
 from fuzz_verbs import verb_cases
 from hypothesis import HealthCheck, given, settings
 
@@ -105,7 +107,7 @@ KNOWN_DEFECTS: dict[str, str] = {
 }
 """Case id -> what is still wrong (the reproducer is the case's command line)."""
 
-LISTED: list[Case] = verb_cases() + loader_cases()
+LISTED: list[Case] = verb_cases() + many_run_cases() + loader_cases() + dataset_cases()
 
 _ids = [c.id for c in LISTED]
 assert len(_ids) == len(set(_ids)), sorted({i for i in _ids if _ids.count(i) > 1})
