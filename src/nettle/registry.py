@@ -6,12 +6,17 @@ Example:
     ... def tiny(): ...
     >>> MODELS.get("tiny")  # doctest: +ELLIPSIS
     <function tiny at ...>
+
+Other packages add entries through entry points (`nettle.plugins`): a registry loads its
+group the first time a name is missing or its names are listed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+from nettle.plugins import load_plugins, plugin_group
 
 __all__ = ["Registry", "UnknownNameError"]
 
@@ -30,11 +35,18 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the registry holds ("model", "dataset", ...), used in error messages.
+        plugins: the entry-point group of plugins that register into it (default: the group
+            of `kind` in `nettle.plugins.PLUGIN_GROUPS`, None for kinds without plugins).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plugins: str | None = None) -> None:
         self.kind = kind
+        self.plugins = plugins if plugins is not None else plugin_group(kind)
         self._items: dict[str, T] = {}
+
+    def _load_plugins(self) -> None:
+        if self.plugins is not None:
+            load_plugins(self.plugins)
 
     @staticmethod
     def _key(name: str) -> str:
@@ -58,6 +70,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the object registered under `name` or raise `UnknownNameError`."""
+        if self._key(name) not in self._items:
+            self._load_plugins()
         try:
             return self._items[self._key(name)]
         except KeyError:
@@ -65,17 +79,22 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
-        """The registered names, sorted."""
+        """The registered names, sorted (plugins loaded first)."""
+        self._load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._key(name) in self._items
+        if not isinstance(name, str):
+            return False
+        if self._key(name) not in self._items:
+            self._load_plugins()
+        return self._key(name) in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.names())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
