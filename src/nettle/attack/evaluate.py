@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 
 import torch
@@ -51,6 +52,31 @@ class RobustnessResult:
             "examples": self.examples,
             "attacked": self.attacked,
         }
+
+    def __repr__(self) -> str:
+        eps = ", ".join(f"{e:g}" for e in self.eps)
+        worst = ", ".join(f"{self.worst[e]:.1%}" for e in self.eps if e in self.worst)
+        return (
+            f"RobustnessResult(clean={self.clean_accuracy:.1%}, examples={self.examples}, "
+            f"eps=[{eps}], worst=[{worst}], attacks={list(self.accuracy)}, "
+            f"warnings={len(self.warnings)})"
+        )
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>eps {e:g}</th>" for e in self.eps)
+        curves = [*self.accuracy.items(), ("worst", self.worst)]
+        body = "".join(
+            f"<tr><th>{escape(name)}</th>"
+            + "".join(f"<td>{c[e]:.1%}</td>" if e in c else "<td></td>" for e in self.eps)
+            + "</tr>"
+            for name, c in curves
+        )
+        span = len(self.eps) + 1
+        body += "".join(
+            f'<tr><td colspan="{span}">warning: {escape(w)}</td></tr>' for w in self.warnings
+        )
+        caption = f"clean accuracy {self.clean_accuracy:.1%} on {self.examples} examples"
+        return f"<table><caption>{caption}</caption><tr><th>attack</th>{head}</tr>{body}</table>"
 
 
 def _batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:

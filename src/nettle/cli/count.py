@@ -1,10 +1,16 @@
-"""`nettle count MODEL [--input 3x32x32] [--conv SPEC] [--convention NAME] [--depth D] [--json]`.
+"""`nettle count MODEL [--input 3x32x32] [--conv SPEC] [--convention NAME] [--depth D] [--json]
+[--backward] [--latency [--batch N] [--device DEV]]`.
 
 Builds a zoo model or a foreign one by reference (`torchvision:NAME`, `timm:NAME`,
 `package.module:factory`; in_channels from the input shape) and prints its per-module cost
 table and totals, per example; `--json` prints the `CostReport` as JSON instead. A foreign
 model's convolutions are substituted by surgery; which ones stayed dense, and why, is printed
 too (`substitution` in the JSON).
+
+`--backward` adds the multiply-adds of the backward pass, measured (`count(backward=True)`),
+and the training step (forward executed + backward). `--latency` times the forward pass
+(`measure_latency`) at batch 1 and `--batch N` on `--device`: median and IQR in milliseconds.
+Models whose forward needs keyword inputs are counted from Python (`count(forward_kwargs=)`).
 """
 
 from __future__ import annotations
@@ -84,16 +90,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="find the --conv setting whose network has this many MACs",
     )
+    p.add_argument(
+        "--backward", action="store_true", help="also count the backward pass (training cost)"
+    )
+    p.add_argument(
+        "--latency", action="store_true", help="time the forward pass at batch 1 and --batch"
+    )
+    p.add_argument("--batch", type=int, default=None, help="a second batch size for --latency")
+    p.add_argument("--device", default=None, help="device --latency runs on (default: cpu)")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from nettle.measure import aggregate_modules
+    from nettle.measure.cost import measure_latency
+    from nettle.measure.report import format_latency
     from nettle.models import create_model
 
     shape = parse_shape(args.input)
     _check_options(args)
+    device = _device(args.device) if args.latency else None
     classes = args.num_classes if args.num_classes is not None else _default_classes(args.model)
     solved = None
     conv = args.conv
@@ -103,12 +120,19 @@ def run(args: argparse.Namespace) -> int:
         conv = solved.conv
     model = create_model(args.model, num_classes=classes, in_channels=shape[0], conv=conv)
     report = _count(model, shape, args)
+    latency = None
+    if device is not None:
+        latency = measure_latency(
+            model.to(device), shape, sorted({1, args.batch or 1}), device=device
+        )
     if args.json:
         out = report.to_dict()
         if solved is not None:
             out["budget"] = solved.to_dict()
         if getattr(model, "substitution", None) is not None:
             out["substitution"] = model.substitution.to_dict()
+        if latency is not None:
+            out["latency"] = [t.to_dict() for t in latency]
         print(json.dumps(out))
         return 0
     table = Table(
@@ -139,6 +163,14 @@ def run(args: argparse.Namespace) -> int:
             f"{sub.conv}: {len(sub.replaced)} convolutions substituted; dense: {kept}",
             highlight=False,
         )
+    if report.backward_macs is not None:
+        console.print(
+            f"backward {report.backward_macs:,} MACs executed (measured); training step "
+            f"{report.training_macs:,} MACs (forward executed + backward), per example",
+            highlight=False,
+        )
+    if latency is not None:
+        console.print(format_latency(latency), highlight=False)
     for u in report.unsupported:
         console.print(f"[yellow]unsupported:[/yellow] {u}")
     return 0
@@ -150,6 +182,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-classes {args.num_classes}: expected at least 1")
     if args.depth is not None and args.depth < 0:
         raise ValueError(f"--depth {args.depth}: expected 0 or more name parts")
+    if (args.batch is not None or args.device is not None) and not args.latency:
+        raise ValueError("--batch and --device choose how --latency times; give --latency too")
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch {args.batch}: expected at least 1")
     for option, value in (("--budget", args.budget), ("--budget-macs", args.budget_macs)):
         if value is not None and not 0 < value < math.inf:
             raise ValueError(f"{option} {value}: expected a finite number above 0, e.g. 1e6")
@@ -185,12 +221,22 @@ def _count(model: nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -
 
     _check_input(model, args)
     try:
-        return count(model, shape, convention=args.convention)
+        return count(model, shape, convention=args.convention, backward=args.backward)
     except RuntimeError:
         problem = _forward_problem(model, shape)
         if problem is None:
             raise  # the model runs: a fault of the counting, not of the input
         raise ValueError(f"--input {args.input}: {args.model} cannot run it ({problem})") from None
+
+
+def _device(name: str | None) -> Any:
+    """The torch device of `--device` (default cpu); one the machine lacks is refused."""
+    from nettle.train.distributed import resolve_device
+
+    try:
+        return resolve_device(name or "cpu")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("train.device", "--device", 1)) from None
 
 
 def _forward_problem(model: nn.Module, shape: tuple[int, ...]) -> str | None:

@@ -25,6 +25,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,19 @@ class ReportFiles:
     markdown: Path
     plots: dict[str, Path] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReportFiles(html={str(self.html)!r}, markdown={str(self.markdown)!r}, "
+            f"plots={len(self.plots)}, records={len(self.records)})"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = [("html", str(self.html)), ("markdown", str(self.markdown))]
+        rows += [(f"plot {name}", str(path)) for name, path in self.plots.items()]
+        rows.append(("records", str(len(self.records))))
+        cells = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+        return f"<table>{cells}</table>"
 
 
 def _columns(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -17,13 +17,17 @@ parameters and their `.grad` are untouched. On CPU a seed fixes the image.
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from html import escape
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from nettle.inspect.activations import eval_mode, model_device, record_layers, run_recorded
@@ -260,6 +264,37 @@ class FeatureVis:
     curve: list[float] = field(default_factory=list)
     value: float = float("nan")
     objective: str = ""
+
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.image.shape))
+        return (
+            f"FeatureVis(objective={self.objective!r}, image={shape}, steps={len(self.curve)}, "
+            f"value={self.value:.4g})"
+        )
+
+    def _png(self) -> bytes | None:
+        """The image as PNG bytes (grey or RGB), or None for other channel counts."""
+        if self.image.dim() != 3 or self.image.shape[0] not in (1, 3):
+            return None
+        pixels = (self.image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        array = pixels.permute(1, 2, 0).squeeze(2).cpu().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def _repr_html_(self) -> str:
+        shape = "x".join(map(str, self.image.shape))
+        rows = [("objective", self.objective), ("image", shape)]
+        rows += [("steps", str(len(self.curve))), ("value", f"{self.value:.4g}")]
+        cells = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+        data = self._png()
+        if data is not None:
+            src = base64.b64encode(data).decode()
+            cells += (
+                f'<tr><td colspan="2"><img alt="{escape(self.objective)}" width="128" '
+                f'style="image-rendering: pixelated" src="data:image/png;base64,{src}"></td></tr>'
+            )
+        return f"<table>{cells}</table>"
 
 
 def render(

@@ -1,4 +1,5 @@
-"""`count(model, input_shape)`: parameters and multiply-adds, per module and in total.
+"""`count(model, input_shape)`: parameters and multiply-adds, per module and in total;
+`measure_latency(model, input_shape, batch_sizes)`: the time of a forward pass.
 
 How: one forward pass (eval mode, no grad) with hooks on every module.
 
@@ -14,6 +15,19 @@ How: one forward pass (eval mode, no grad) with hooks on every module.
 - **Nothing silently zero.** A heavy op without a flop formula (an FFT, the CPU LSTM kernel of
   an LSTM that had no formula) and a called module that holds parameters but was costed by
   neither are listed in `unsupported`.
+- **Parameters that are only placed** (class tokens concatenated, position embeddings added,
+  tables looked up) cost no multiply-adds: a module whose own parameters reach only data
+  movement, indexing and additions is not reported. A parameter that also meets another op
+  (`x * self.scale`), or no op the counter sees (a custom kernel), is.
+- **Backward** (`backward=True`): the multiply-adds torch executes for the gradient of the sum
+  of the outputs with respect to every parameter that requires grad (and every given input
+  tensor that does), measured by `FlopCounterMode` over `torch.autograd.grad` (which leaves
+  `.grad` untouched) after a second forward pass, with grad, in eval mode as the first. It
+  is what executes (a substitute that rebuilds a dense kernel has a dense backward), in
+  total, not per module. Not the 2x-forward rule: a first layer whose input needs no
+  gradient costs one product, not two (a `Linear(4, 3)`: 12 forward, 12 backward; 24 when
+  the input requires grad). Heavy backward ops without a flop formula are listed in
+  `unsupported` as "in backward".
 - **Per example.** Counts are those of the whole batch divided by the batch size.
 - **Shared modules** cost once per call; their parameters count once.
 
@@ -31,14 +45,38 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, bmm_flop, mm_flop, sdpa_flop_count
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    bmm_flop,
+    mm_flop,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 
 from nettle.measure import builtin_formulas as _builtin  # noqa: F401  (registers formulas)
 from nettle.measure.conventions import Convention, get_convention
 from nettle.measure.formulas import OpCount, get_formula
-from nettle.measure.report import CostReport, ModuleCost, aggregate_modules, format_cost
+from nettle.measure.report import (
+    CostReport,
+    Latency,
+    ModuleCost,
+    aggregate_modules,
+    format_cost,
+    format_latency,
+)
+from nettle.plugins import PLUGIN_GROUPS, load_plugins
 
-__all__ = ["CostReport", "ModuleCost", "aggregate_modules", "count", "format_cost"]
+__all__ = [
+    "CostReport",
+    "Latency",
+    "ModuleCost",
+    "aggregate_modules",
+    "count",
+    "format_cost",
+    "format_latency",
+    "measure_latency",
+]
 
 Shapes = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | Sequence[torch.Tensor]
 
@@ -59,6 +97,11 @@ _EXTRA_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
         lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
     ),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda dout, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(
+            dout, q, k, v
+        )
+    ),
     torch.ops.aten._addmm_activation: _gemm,
     torch.ops.aten.addmm_: _gemm,
     torch.ops.aten.baddbmm_: _gemm,
@@ -66,6 +109,18 @@ _EXTRA_FLOPS = {
     torch.ops.aten.addbmm_: _gemm,
 }
 _OWNED = object()  # marks code running inside a module costed by its formula
+# ops that reshape or copy a tensor: what they make of a parameter is followed further
+_VIEWS = frozenset(
+    {
+        *("expand", "repeat", "view", "_unsafe_view", "reshape", "flatten", "squeeze"),
+        *("unsqueeze", "permute", "transpose", "t", "alias", "detach", "clone", "_to_copy"),
+        *("slice", "select", "narrow", "split", "split_with_sizes", "unbind"),
+    }
+)
+# ops that put a parameter among activations without multiplying it (tokens, tables, biases)
+_PLACES = frozenset(
+    {"cat", "stack", "copy_", "embedding", "index", "index_select", "add", "add_", "sub", "rsub"}
+)
 
 
 def _shape(x: Any) -> list[int] | None:
@@ -87,6 +142,42 @@ def _bind(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, ...]:
         return args + tuple(kwargs.values())
 
 
+def _tensors(values: Any) -> list[torch.Tensor]:
+    """The tensors among `values`, looking one level into lists and tuples."""
+    out = []
+    for v in values if isinstance(values, (list, tuple)) else (values,):
+        out += [
+            t for t in (v if isinstance(v, (list, tuple)) else (v,)) if isinstance(t, torch.Tensor)
+        ]
+    return out
+
+
+class _ParameterUse:
+    """Which ops the parameters, and the views and copies made of them, meet in a pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        # id of a parameter or of a tensor made of it -> (that tensor, kept alive; parameter id)
+        self.origin: dict[int, tuple[torch.Tensor, int]] = {
+            id(p): (p, id(p)) for p in model.parameters()
+        }
+        self.placed: set[int] = set()  # parameters met by `_PLACES` ops
+        self.used: set[int] = set()  # parameters met by any other op
+
+    def meet(self, name: str, args: Any, out: Any) -> None:
+        met = {self.origin[id(t)][1] for t in _tensors(args) if id(t) in self.origin}
+        if not met:
+            return
+        if name in _VIEWS:
+            self.origin.update({id(t): (t, min(met)) for t in _tensors(out)})
+        else:
+            (self.placed if name in _PLACES else self.used).update(met)
+
+    def only_placed(self, module: nn.Module) -> bool:
+        """Whether each parameter `module` holds itself was placed and met no other op."""
+        ids = {id(p) for p in module.parameters(recurse=False)}
+        return ids <= self.placed and not ids & self.used
+
+
 class _Pass:
     """Hook state of one counting pass: who runs, what formulas say, where ops belong."""
 
@@ -100,6 +191,7 @@ class _Pass:
         self.costs: dict[str, list[int]] = {}  # formula rows: [macs, executed]
         self.flops: Counter[str] = Counter()  # dispatch-counted FLOPs per module
         self.ops: set[str] = set()  # heavy ops without a flop formula
+        self.uses = _ParameterUse(model)
 
     def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.depth > 0:  # inside a formula-owned call: nothing here is costed again
@@ -145,15 +237,55 @@ class _AttributingFlopCounter(FlopCounterMode):
 
     def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
         # overrides FlopCounterMode's per-op hook (private in torch 2.x; tests pin it down)
+        name = getattr(func_packet, "__name__", str(func_packet))
+        self.state.uses.meet(name, args, out)
         if self.state.where[-1] is _OWNED:
             return out
-        name = getattr(func_packet, "__name__", str(func_packet))
         if func_packet in self.flop_registry:
             flops = self.flop_registry[func_packet](*args, **kwargs, out_val=out)
             self.state.op(name, int(flops))
         else:
             self.state.op(name, None)
         return out
+
+
+class _BackwardCounter(FlopCounterMode):
+    """`FlopCounterMode` summing FLOPs and naming heavy ops it has no formula for."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False, custom_mapping=_EXTRA_FLOPS)
+        self.flops = 0
+        self.ops: set[str] = set()
+
+    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+        name = getattr(func_packet, "__name__", str(func_packet))
+        if func_packet in self.flop_registry:
+            self.flops += int(self.flop_registry[func_packet](*args, **kwargs, out_val=out))
+        elif _HEAVY.search(name):
+            self.ops.add(f"aten.{name} in backward")
+        return out
+
+
+def _backward_flops(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict[str, Any]
+) -> tuple[int, list[str]]:
+    """FLOPs of the gradient of the sum of the outputs (parameters and inputs that need it)."""
+    with torch.enable_grad():
+        out = model(*inputs, **kwargs)
+        leaves = [
+            t
+            for t in tree_leaves(out)
+            if isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()
+        ]
+        given = [*inputs, *kwargs.values()]
+        wrt = [p for p in model.parameters() if p.requires_grad]
+        wrt += [t for t in given if isinstance(t, torch.Tensor) and t.requires_grad]
+        if not leaves or not wrt:
+            return 0, []
+        loss = torch.stack([t.sum() for t in leaves]).sum()
+        with _BackwardCounter() as counter:
+            torch.autograd.grad(loss, wrt, allow_unused=True)
+    return counter.flops, sorted(counter.ops)
 
 
 def _make_inputs(
@@ -170,6 +302,13 @@ def _make_inputs(
     return tuple(
         torch.rand((batch_size, *map(int, s)), generator=g, dtype=dtype).to(device) for s in shapes
     )
+
+
+def _on(device: torch.device, kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments of the forward, their tensors moved to `device`."""
+    return {
+        k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in (kwargs or {}).items()
+    }
 
 
 def _placement(
@@ -195,6 +334,8 @@ def count(
     device: torch.device | str | None = None,
     batch_size: int = 1,
     dtype: torch.dtype | None = None,
+    backward: bool = False,
+    forward_kwargs: dict[str, Any] | None = None,
 ) -> CostReport:
     """Count parameters and multiply-adds of `model` for inputs of `input_shape`, per example.
 
@@ -207,17 +348,40 @@ def count(
         batch_size: the batch of the pass, and what counts are divided by (with example
             tensors, give their batch size to get per-example counts).
         dtype: dtype of the made inputs (default: the model's floating dtype).
+        backward: also measure the backward pass (`CostReport.backward_macs`).
+        forward_kwargs: keyword arguments of the model's forward (masks, lengths, ...);
+            tensors are moved to `device`, other values passed as they are.
 
     Example:
         >>> count(nn.Conv2d(3, 8, 3, padding=1), (3, 32, 32)).macs
         221184
+        >>> count(nn.Linear(4, 3), (4,), backward=True).backward_macs
+        12
     """
     if batch_size < 1:
         raise ValueError(f"count: batch_size must be positive, got {batch_size}")
+    load_plugins(PLUGIN_GROUPS["formula"])
     rule = get_convention(convention)
     dev, dt = _placement(model, device, dtype)
     inputs = _make_inputs(input_shape, batch_size, dev, dt)
+    kwargs = _on(dev, forward_kwargs)
     state = _Pass(model, rule)
+    back = _run(model, state, inputs, kwargs, backward)
+    report = _report(model, state, convention, inputs, batch_size)
+    if back is not None:
+        report.backward_macs = back[0] // 2 // batch_size
+        report.unsupported += back[1]
+    return report
+
+
+def _run(
+    model: nn.Module,
+    state: _Pass,
+    inputs: tuple[torch.Tensor, ...],
+    kwargs: dict[str, Any],
+    backward: bool,
+) -> tuple[int, list[str]] | None:
+    """The hooked forward pass in eval mode, then the backward one if asked; modes restored."""
     handles = [m.register_forward_pre_hook(state.pre, with_kwargs=True) for m in state.names]
     handles += [m.register_forward_hook(state.post, with_kwargs=True) for m in state.names]
     modes = {m: m.training for m in state.names}
@@ -226,14 +390,16 @@ def count(
     model.eval()
     try:
         with torch.no_grad(), _AttributingFlopCounter(state):
-            model(*inputs)
+            model(*inputs, **kwargs)
+        for h in handles:  # the backward pass runs the forward again, unhooked
+            h.remove()
+        return _backward_flops(model, inputs, kwargs) if backward else None
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
         for m, training in modes.items():
             m.training = training
-    return _report(model, state, convention, inputs, batch_size)
 
 
 def _report(
@@ -256,7 +422,7 @@ def _report(
             params, source = sum(q.numel() for q in module.parameters(recurse=False)), "dispatch"
         else:
             held = sum(q.numel() for q in module.parameters(recurse=False))
-            if held:
+            if held and not state.uses.only_placed(module):
                 unsupported.append(
                     f"{type(module).__name__} at {name or '(model)'}: no cost formula and no "
                     f"counted ops for its {held} parameters"
@@ -278,6 +444,7 @@ def _report(
             )
         )
     return CostReport(
+        model=type(model).__name__,
         params=sum(q.numel() for q in model.parameters()),
         trainable_params=sum(q.numel() for q in model.parameters() if q.requires_grad),
         macs=macs // n,
@@ -287,3 +454,60 @@ def _report(
         modules=rows,
         unsupported=unsupported,
     )
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Shapes,
+    batch_sizes: Sequence[int] = (1,),
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    forward_kwargs: dict[str, Any] | None = None,
+    min_run_time: float = 0.2,
+) -> list[Latency]:
+    """Wall-clock time of one forward pass (eval mode, no grad) at each batch size.
+
+    `torch.utils.benchmark.Timer.blocked_autorange` warms up, then times blocks of calls for
+    at least `min_run_time` seconds, synchronising the accelerator; it runs with torch's
+    current number of threads (the Timer's own default is one). Modes are restored after.
+
+    Args:
+        model: the module to time, already on `device`.
+        input_shape: one shape without the batch dim, or a list of shapes (see `count`).
+        batch_sizes: the batches to time, e.g. (1, 64).
+        device: where the model is (default: its device); the meta device does no work.
+        dtype: dtype of the made inputs (default: the model's floating dtype).
+        forward_kwargs: keyword arguments of the forward, as in `count`.
+        min_run_time: seconds of timed calls per batch size.
+    """
+    # imported here: torch.utils.benchmark loads cpp_extension, which warns at import on
+    # machines with a CUDA toolkit but no runtime, and `import nettle.measure` must stay quiet
+    from torch.utils.benchmark import Timer
+
+    dev, dt = _placement(model, device, dtype)
+    if dev.type == "meta":
+        raise ValueError("measure_latency: the meta device runs no arithmetic; use cpu or cuda")
+    if any(b < 1 for b in batch_sizes):
+        raise ValueError(f"measure_latency: batch sizes must be positive, got {batch_sizes}")
+    kwargs = _on(dev, forward_kwargs)
+    threads = torch.get_num_threads()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{threads} threads"
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    out = []
+    try:
+        for b in batch_sizes:
+            inputs = _make_inputs(input_shape, b, dev, dt)
+
+            def forward(inputs: tuple[torch.Tensor, ...] = inputs) -> None:
+                with torch.no_grad():
+                    model(*inputs, **kwargs)
+
+            timer = Timer("forward()", globals={"forward": forward}, num_threads=threads)
+            m = timer.blocked_autorange(min_run_time=min_run_time)
+            out.append(Latency(b, f"{dev} ({name})", m.median, m.iqr, len(m.times)))
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return out
