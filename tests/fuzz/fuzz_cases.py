@@ -59,29 +59,14 @@ VERB_GROUPS = frozenset(GROUPS[:13])
 """The groups of test_fuzz_cli.py; the loaders' are in test_fuzz_loaders.py."""
 LOADER_GENERATORS = ("random files", "flipped checkpoints", "truncated stores")
 
-_FOREIGN_DB = "Store() writes its tables into an SQLite file of another program, then refuses it"
-_TEACHER = "the teacher is read after the run dir is made: refused, but the run dir is left"
 _EVALUATE = (
     "the evaluate: section is checked only after training: refused after the epoch lines, "
     "with the trained run dir left"
 )
-_WAL = "a malformed store is refused, but SQLite's -wal and -shm files are left beside it"
 _IMAGE = "images are decoded only while training: refused, but the run dir is left"
-_INF_SETTING = "a substitute setting of inf ends in OverflowError (int(inf))"
 
 KNOWN_DEFECTS: dict[str, str] = {
-    "train: --store another app's database": _FOREIGN_DB,
-    "sweep plan: --store another app's database": _FOREIGN_DB,
-    "runs: store of another app": _FOREIGN_DB,
-    "store: another app's database (sweep plan)": _FOREIGN_DB,
-    "runs: store empty file": "an empty file is taken for a new store: the schema is written into it",
-    "runs: --where 'train..seed=1'": "an empty part of a dotted key reaches SQLite's JSON path",
-    "store: the first 100 bytes": _WAL,
-    "store: half a store": _WAL,
-    "store: bytes flipped": _WAL,
     "attack: --set text steps": "a string for a numeric attack option ends in a TypeError",
-    "count: --conv LR_inf": _INF_SETTING,
-    "config: substitute setting inf": _INF_SETTING,
     "count: --num-classes 10**14": "the classifier of 10**14 classes is allocated: a traceback",
     "lr-find: --end-lr 1e308": (
         "the learning rates overflow to inf: lr_find.png is written, then lr_find.json fails "
@@ -90,8 +75,6 @@ KNOWN_DEFECTS: dict[str, str] = {
     "lr-find: num_classes below the data's": "labels are not checked against model.num_classes",
     "config: lr: '1e-3' (a string)": "a numeric string for a float field is read as a number",
     "config: width: 0": "simple-cnn of width 0 is built and fails in training: a traceback",
-    "config: teacher a text file": _TEACHER,
-    "checkpoint: a teacher of random bytes": _TEACHER,
     "config: attack unknown": _EVALUATE,
     "config: count input of zeros": _EVALUATE,
     "config: convention unknown": _EVALUATE,

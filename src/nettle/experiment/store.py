@@ -117,17 +117,39 @@ class Store:
             if not create:
                 raise StoreError(f"{self.path}: no run store there (runs record into it first)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif not self._looks_like_sqlite():
-            raise StoreError(f"{self.path}: not a run store (not an SQLite database); left as is")
+        else:
+            self._check_existing()
         try:
             self._write(self._init_schema)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable run store ({exc}); left as is") from None
 
-    def _looks_like_sqlite(self) -> bool:
+    def _check_existing(self) -> None:
+        """Refuse, without writing a byte (no journal, no WAL files), a file that is not a
+        nettle store: not SQLite, empty, or the database of another program."""
         with open(self.path, "rb") as f:
             head = f.read(16)
-        return head == b"SQLite format 3\x00" or head == b""
+        if head != b"SQLite format 3\x00":
+            what = "an empty file" if not head else "not an SQLite database"
+            raise StoreError(f"{self.path}: not a run store ({what}); left as is")
+        uri = f"file:{self.path.resolve()}?mode=ro&immutable=1"
+        try:
+            db = sqlite3.connect(uri, uri=True)
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                version = None
+                if "meta" in tables:
+                    row = db.execute("SELECT value FROM meta WHERE key='schema_version'")
+                    version = row.fetchone()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable run store ({exc}); left as is") from None
+        if "runs" not in tables or version is None:
+            raise StoreError(
+                f"{self.path}: an SQLite database of another program (no nettle runs table); "
+                "left as is: give another --store"
+            )
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -422,6 +444,8 @@ class Store:
         if not match or not match.group(3):
             raise StoreError(f"filter {item!r}: expected KEY OP VALUE, e.g. test_acc>0.9")
         key, op, raw = match.groups()
+        if "" in key.split("."):
+            raise StoreError(f"filter {item!r}: {key!r} has an empty part; e.g. train.seed=1")
         value = _literal(raw)
         if key == "sweep":  # a run belongs to every sweep that planned it
             return f"r.id IN (SELECT run_id FROM sweep_runs WHERE sweep {op} ?)", [raw]

@@ -137,8 +137,8 @@ def check_teacher(cfg: ExperimentConfig) -> None:
     dist = cfg.distill
     if dist is None:
         return
-    if dist.teacher_weights is None and Path(dist.teacher).exists():
-        return
+    if dist.teacher_weights is None and Path(dist.teacher).is_dir():
+        return  # a run dir: its config and checkpoint are read when training starts
     try:
         load_teacher(dist.teacher, dist.teacher_weights, cfg)
     except ValueError as exc:

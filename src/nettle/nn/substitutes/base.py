@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import functools
 from collections.abc import Callable
 
@@ -41,9 +43,12 @@ def parse_spec(spec: str) -> tuple[str, float | None]:
     name, sep, raw = text.rpartition("_")
     if sep:
         try:
-            return name.lower(), float(raw)
+            setting = float(raw)
         except ValueError:
-            pass
+            return text.lower(), None
+        if not math.isfinite(setting):
+            raise ValueError(f"{spec!r}: the setting must be a finite number, e.g. 0.5")
+        return name.lower(), setting
     return text.lower(), None
 
 
