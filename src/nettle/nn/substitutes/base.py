@@ -13,9 +13,8 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import functools
+import math
 from collections.abc import Callable
 
 import torch
