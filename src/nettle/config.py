@@ -402,6 +402,12 @@ class CountStageConfig(_Strict):
     )
     convention: str = Field("default", description="counting convention (nettle count)")
 
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> CountStageConfig:
+        if self.input is not None and any(n < 1 for n in self.input):
+            raise ValueError(f"input sizes must be at least 1, got {self.input}")
+        return self
+
 
 class InspectStageConfig(_Strict):
     """The inspection stage of an evaluation (`nettle.inspect.inspect_run`)."""

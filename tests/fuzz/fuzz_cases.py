@@ -59,14 +59,9 @@ VERB_GROUPS = frozenset(GROUPS[:13])
 """The groups of test_fuzz_cli.py; the loaders' are in test_fuzz_loaders.py."""
 LOADER_GENERATORS = ("random files", "flipped checkpoints", "truncated stores")
 
-_EVALUATE = (
-    "the evaluate: section is checked only after training: refused after the epoch lines, "
-    "with the trained run dir left"
-)
 _IMAGE = "images are decoded only while training: refused, but the run dir is left"
 
 KNOWN_DEFECTS: dict[str, str] = {
-    "attack: --set text steps": "a string for a numeric attack option ends in a TypeError",
     "count: --num-classes 10**14": "the classifier of 10**14 classes is allocated: a traceback",
     "lr-find: --end-lr 1e308": (
         "the learning rates overflow to inf: lr_find.png is written, then lr_find.json fails "
@@ -75,9 +70,6 @@ KNOWN_DEFECTS: dict[str, str] = {
     "lr-find: num_classes below the data's": "labels are not checked against model.num_classes",
     "config: lr: '1e-3' (a string)": "a numeric string for a float field is read as a number",
     "config: width: 0": "simple-cnn of width 0 is built and fails in training: a traceback",
-    "config: attack unknown": _EVALUATE,
-    "config: count input of zeros": _EVALUATE,
-    "config: convention unknown": _EVALUATE,
     "imagefolder: random bytes as an image": _IMAGE,
     "imagefolder: an empty image": _IMAGE,
     "imagefolder: text named .png": _IMAGE,

@@ -74,6 +74,7 @@ _INF = (float("inf"), float("-inf"))
 def _settings(args: argparse.Namespace) -> dict:
     """The attack stage's settings from the options, validated before anything runs."""
     from nettle.attack import list_attacks
+    from nettle.experiment.evaluation import check_attacks
 
     names = [a.strip().lower() for a in args.attacks.split(",") if a.strip()]
     if not names:
@@ -96,6 +97,7 @@ def _settings(args: argparse.Namespace) -> dict:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: expected a number of examples >= 1")
     attacks = {n: o for n, o in sorted(_options(names, args.options).items())}
+    check_attacks(attacks, eps, "--set")
     return {"attacks": attacks, "eps": eps, "limit": args.limit, "seed": args.seed}
 
 

@@ -35,6 +35,8 @@ from nettle.files import write_json
 __all__ = [
     "Stages",
     "attack_settings",
+    "check_attacks",
+    "check_evaluate",
     "checkpoint_of",
     "collect_stages",
     "file_digest",
@@ -87,6 +89,44 @@ def attack_settings(cfg: ExperimentConfig) -> dict[str, Any] | None:
         return None
     attacks = {name.lower(): dict(opts) for name, opts in sorted(e.attacks.items())}
     return {"attacks": attacks, "eps": sorted(e.eps), "limit": e.limit, "seed": e.seed}
+
+
+def check_attacks(attacks: dict[str, dict[str, Any]], eps: list[float], where: str) -> None:
+    """Build every attack with its options (on a stand-in model): an unknown name or a bad
+    option is one line naming `where.<attack>` before anything runs."""
+    import dataclasses
+    import math
+
+    from torch import nn
+
+    from nettle.attack import ATTACKS, create_attack
+
+    probe = nn.Identity()
+    for name, options in attacks.items():
+        for key, value in options.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where}.{name}.{key}: {value} is not a finite number")
+        fields = {f.name: f.default for f in dataclasses.fields(ATTACKS.get(name).Config)}
+        for key, value in options.items():
+            default = fields.get(key)
+            number = isinstance(default, (int, float)) and not isinstance(default, bool)
+            if number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{where}.{name}.{key}: expected a number, got {value!r}")
+        first = {"eps": eps[0]} if eps and "eps" in fields else {}
+        try:
+            create_attack(name, probe, **(first | dict(options)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}.{name}: {exc}") from None
+
+
+def check_evaluate(cfg: ExperimentConfig) -> None:
+    """Check the `evaluate:` section's names and options before a run starts training."""
+    from nettle.measure.conventions import get_convention
+
+    e = cfg.evaluate
+    if e.count is not None:
+        get_convention(e.count.convention)
+    check_attacks({k.lower(): v for k, v in e.attacks.items()}, sorted(e.eps), "evaluate.attacks")
 
 
 def _settings(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

@@ -42,6 +42,7 @@ from nettle.config import (
     dump_config,
     identity,
 )
+from nettle.experiment.evaluation import check_evaluate
 from nettle.experiment.objective import build_objective
 from nettle.files import atomic_write
 from nettle.models.build import build_model, check_teacher
@@ -205,6 +206,7 @@ def _run_experiment(
     # everything that can be checked is checked before any file is written
     _check_model(cfg)
     check_teacher(cfg)
+    check_evaluate(cfg)  # the stages after training: their names and options, now
     device = resolve_device(cfg.train.device)
     d = cfg.data
     with default_dtype_guard(torch.float32):
