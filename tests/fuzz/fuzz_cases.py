@@ -78,7 +78,6 @@ KNOWN_DEFECTS: dict[str, str] = {
     "imagefolder: num_classes below the classes": (
         "labels of an image folder are not checked against model.num_classes: a traceback"
     ),
-    "sweep file: a million runs": "a grid is expanded and validated without bound (minutes)",
 }
 """Case id -> what is still wrong (the reproducer is the case's command line)."""
 

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from nettle.safe_yaml import YAMLInputError, load_yaml_file
 
 __all__ = ["PlannedRun", "SweepPlan", "load_sweep", "plan_sweep"]
 
+MAX_RUNS = 10_000
+"""The most runs one sweep file may plan."""
 _KEYS = {"name", "base", "grid", "zip", "list", "include", "exclude"}
 _MISSING = object()
 
@@ -85,6 +88,12 @@ def _variants(spec: dict[str, Any], source: str) -> list[dict[str, Any]]:
     lengths = {len(v) for v in zipped.values()}
     if len(lengths) > 1:
         raise ConfigError(f"{source}: zip lists differ in length ({sorted(lengths)})")
+    total = math.prod(len(v) for v in grid.values()) * (max(lengths) if lengths else 1)
+    if total * len(listed) > MAX_RUNS:
+        raise ConfigError(
+            f"{source}: the variations expand to {total * len(listed):,} runs; a sweep file "
+            f"plans at most {MAX_RUNS:,} (split it, or use nettle sweep search)"
+        )
     grid_variants = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     n = lengths.pop() if lengths else 1
     zip_variants = [{k: v[i] for k, v in zipped.items()} for i in range(n)] if zipped else [{}]
