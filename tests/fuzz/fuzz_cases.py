@@ -62,7 +62,6 @@ LOADER_GENERATORS = ("random files", "flipped checkpoints", "truncated stores")
 _IMAGE = "images are decoded only while training: refused, but the run dir is left"
 
 KNOWN_DEFECTS: dict[str, str] = {
-    "count: --num-classes 10**14": "the classifier of 10**14 classes is allocated: a traceback",
     "lr-find: --end-lr 1e308": (
         "the learning rates overflow to inf: lr_find.png is written, then lr_find.json fails "
         "with an error that names neither the option nor the file"

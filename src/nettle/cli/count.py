@@ -178,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse counts and budgets that mean nothing, naming the option."""
-    if args.num_classes is not None and args.num_classes < 1:
-        raise ValueError(f"--num-classes {args.num_classes}: expected at least 1")
+    if args.num_classes is not None and not 1 <= args.num_classes <= 10**7:
+        raise ValueError(f"--num-classes {args.num_classes}: expected 1 to 10,000,000")
     if args.depth is not None and args.depth < 0:
         raise ValueError(f"--depth {args.depth}: expected 0 or more name parts")
     if (args.batch is not None or args.device is not None) and not args.latency:
