@@ -63,7 +63,7 @@ def _refused(argv, capsys, folder):
         (["resnet18", "--conv", "Generic", "--budget", "inf"], "--budget inf: expected a finite"),
         (["resnet18", "--conv", "Generic", "--budget", "-1"], "--budget -1.0: expected a finite"),
         (["resnet18", "--conv", "Generic", "--budget-macs", "0"], "--budget-macs 0.0: expected"),
-        (["resnet18", "--num-classes", "0"], "--num-classes 0: expected at least 1"),
+        (["resnet18", "--num-classes", "0"], "--num-classes 0: expected 1 to 10,000,000"),
         (["resnet18", "--depth", "-1"], "--depth -1: expected 0 or more name parts"),
     ],
 )
