@@ -36,6 +36,7 @@ __all__ = [
     "code_version",
     "default_command",
     "finished",
+    "git",
     "record_outcome",
     "record_plan",
     "record_run",
@@ -50,14 +51,11 @@ __all__ = [
 STORE_NAME = "nettle.db"
 
 
-@functools.cache
-def code_version() -> str:
-    """`git describe --always --dirty` of the package's checkout, else `nettle <version>`."""
-    from nettle import __version__
-
+def git(*args: str) -> str | None:
+    """The output of `git ARGS` in the package's checkout, or None (no git, not a checkout)."""
     try:
         out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            ["git", *args],
             cwd=Path(__file__).parent,
             capture_output=True,
             text=True,
@@ -65,10 +63,16 @@ def code_version() -> str:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        out = None
-    if out is not None and out.returncode == 0 and out.stdout.strip():
-        return out.stdout.strip()
-    return f"nettle {__version__}"
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@functools.cache
+def code_version() -> str:
+    """`git describe --always --dirty` of the package's checkout, else `nettle <version>`."""
+    from nettle import __version__
+
+    return git("describe", "--always", "--dirty", "--abbrev=12") or f"nettle {__version__}"
 
 
 def run_dir_of(root: str | Path, sweep: str, run_id: str) -> Path:

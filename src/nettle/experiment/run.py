@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import platform
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from nettle.config import (
 )
 from nettle.experiment.evaluation import check_evaluate
 from nettle.experiment.objective import build_objective
+from nettle.experiment.record import git
 from nettle.files import atomic_write
 from nettle.models.build import build_model, check_teacher
 from nettle.safe_yaml import load_yaml_file
@@ -106,21 +106,6 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path) -> tuple[Path, s
     return run_dir, "new"
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def _environment(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
     from nettle.train.distributed import world_size
 
@@ -129,7 +114,7 @@ def _environment(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "host": socket.gethostname(),
-        "git_commit": _git_commit(),
+        "git_commit": git("rev-parse", "HEAD"),
         "device": device,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "seed": cfg.train.seed,
