@@ -247,7 +247,9 @@ def test_a_refused_run_dir_stops_every_rank_with_the_same_one_line_error(tmp_pat
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     lines = [s for s in err.decode().splitlines() if s.startswith("nettle train: error:")]
-    assert len(lines) == 2 and "holds no config.yaml" in lines[0] and lines[0] == lines[1]
+    # each rank refuses with rank 0's line; torchrun stops the others as soon as the first
+    # exits, so a rank still unwinding (rank 0 closes its progress bar) may print nothing
+    assert 1 <= len(lines) <= 2 and "holds no config.yaml" in lines[0] and len(set(lines)) == 1
     assert "[rank1]: Traceback" not in err.decode()
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
