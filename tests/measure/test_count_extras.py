@@ -11,7 +11,7 @@ from torch import nn
 
 from nettle.cli import main
 from nettle.measure import count
-from nettle.measure.cost import measure_latency
+from nettle.measure.latency import measure_latency
 from nettle.measure.report import Latency, format_latency
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -104,7 +104,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nettle.measure import aggregate_modules
-    from nettle.measure.cost import measure_latency
+    from nettle.measure.latency import measure_latency
     from nettle.measure.report import format_latency
     from nettle.models import create_model
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import inspect
 import re
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -57,28 +56,11 @@ from torch.utils.flop_counter import (
 from nettle.measure import builtin_formulas as _builtin  # noqa: F401  (registers formulas)
 from nettle.measure.conventions import Convention, get_convention
 from nettle.measure.formulas import OpCount, get_formula
-from nettle.measure.report import (
-    CostReport,
-    Latency,
-    ModuleCost,
-    aggregate_modules,
-    format_cost,
-    format_latency,
-)
+from nettle.measure.inputs import Shapes, forward_kwargs_on, make_inputs, placement
+from nettle.measure.report import CostReport, ModuleCost, aggregate_modules, format_cost
 from nettle.plugins import PLUGIN_GROUPS, load_plugins
 
-__all__ = [
-    "CostReport",
-    "Latency",
-    "ModuleCost",
-    "aggregate_modules",
-    "count",
-    "format_cost",
-    "format_latency",
-    "measure_latency",
-]
-
-Shapes = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | Sequence[torch.Tensor]
+__all__ = ["CostReport", "ModuleCost", "aggregate_modules", "count", "format_cost"]
 
 # aten ops doing multiply-adds, matched on whole "_"-separated words of the op name
 _HEAVY = re.compile(
@@ -288,44 +270,6 @@ def _backward_flops(
     return counter.flops, sorted(counter.ops)
 
 
-def _make_inputs(
-    input_shape: Shapes, batch_size: int, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, ...]:
-    """Example inputs: given tensors moved to `device`, or uniform [0, 1) ones of each shape."""
-    if isinstance(input_shape, torch.Tensor):
-        return (input_shape.to(device),)
-    items = list(input_shape)
-    if items and isinstance(items[0], torch.Tensor):
-        return tuple(t.to(device) for t in items)
-    shapes = items if items and isinstance(items[0], (tuple, list, torch.Size)) else [items]
-    g = torch.Generator().manual_seed(0)
-    return tuple(
-        torch.rand((batch_size, *map(int, s)), generator=g, dtype=dtype).to(device) for s in shapes
-    )
-
-
-def _on(device: torch.device, kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    """Keyword arguments of the forward, their tensors moved to `device`."""
-    return {
-        k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in (kwargs or {}).items()
-    }
-
-
-def _placement(
-    model: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None
-) -> tuple[torch.device, torch.dtype]:
-    tensors = list(model.parameters()) + list(model.buffers())
-    devices = {t.device for t in tensors}
-    dev = torch.device(device) if device is not None else next(iter(devices), torch.device("cpu"))
-    if device is not None and devices and dev not in devices:
-        raise ValueError(
-            f"count: the model is on {', '.join(sorted(map(str, devices)))}, not on {dev}; "
-            "move it first (model.to(device))"
-        )
-    floats = [t.dtype for t in tensors if t.is_floating_point()]
-    return dev, dtype or (floats[0] if floats else torch.get_default_dtype())
-
-
 def count(
     model: nn.Module,
     input_shape: Shapes,
@@ -362,9 +306,9 @@ def count(
         raise ValueError(f"count: batch_size must be positive, got {batch_size}")
     load_plugins(PLUGIN_GROUPS["formula"])
     rule = get_convention(convention)
-    dev, dt = _placement(model, device, dtype)
-    inputs = _make_inputs(input_shape, batch_size, dev, dt)
-    kwargs = _on(dev, forward_kwargs)
+    dev, dt = placement(model, device, dtype)
+    inputs = make_inputs(input_shape, batch_size, dev, dt)
+    kwargs = forward_kwargs_on(dev, forward_kwargs)
     state = _Pass(model, rule)
     back = _run(model, state, inputs, kwargs, backward)
     report = _report(model, state, convention, inputs, batch_size)
@@ -454,60 +398,3 @@ def _report(
         modules=rows,
         unsupported=unsupported,
     )
-
-
-def measure_latency(
-    model: nn.Module,
-    input_shape: Shapes,
-    batch_sizes: Sequence[int] = (1,),
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    forward_kwargs: dict[str, Any] | None = None,
-    min_run_time: float = 0.2,
-) -> list[Latency]:
-    """Wall-clock time of one forward pass (eval mode, no grad) at each batch size.
-
-    `torch.utils.benchmark.Timer.blocked_autorange` warms up, then times blocks of calls for
-    at least `min_run_time` seconds, synchronising the accelerator; it runs with torch's
-    current number of threads (the Timer's own default is one). Modes are restored after.
-
-    Args:
-        model: the module to time, already on `device`.
-        input_shape: one shape without the batch dim, or a list of shapes (see `count`).
-        batch_sizes: the batches to time, e.g. (1, 64).
-        device: where the model is (default: its device); the meta device does no work.
-        dtype: dtype of the made inputs (default: the model's floating dtype).
-        forward_kwargs: keyword arguments of the forward, as in `count`.
-        min_run_time: seconds of timed calls per batch size.
-    """
-    # imported here: torch.utils.benchmark loads cpp_extension, which warns at import on
-    # machines with a CUDA toolkit but no runtime, and `import nettle.measure` must stay quiet
-    from torch.utils.benchmark import Timer
-
-    dev, dt = _placement(model, device, dtype)
-    if dev.type == "meta":
-        raise ValueError("measure_latency: the meta device runs no arithmetic; use cpu or cuda")
-    if any(b < 1 for b in batch_sizes):
-        raise ValueError(f"measure_latency: batch sizes must be positive, got {batch_sizes}")
-    kwargs = _on(dev, forward_kwargs)
-    threads = torch.get_num_threads()
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{threads} threads"
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    out = []
-    try:
-        for b in batch_sizes:
-            inputs = _make_inputs(input_shape, b, dev, dt)
-
-            def forward(inputs: tuple[torch.Tensor, ...] = inputs) -> None:
-                with torch.no_grad():
-                    model(*inputs, **kwargs)
-
-            timer = Timer("forward()", globals={"forward": forward}, num_threads=threads)
-            m = timer.blocked_autorange(min_run_time=min_run_time)
-            out.append(Latency(b, f"{dev} ({name})", m.median, m.iqr, len(m.times)))
-    finally:
-        for module, training in modes.items():
-            module.training = training
-    return out
