@@ -14,7 +14,8 @@ CONFIG = {
     "name": "locked",
     "model": {"name": "simple-cnn", "kwargs": {"width": 8}},
     "data": {"name": "digits", "batch_size": 16},
-    "train": {"epochs": 4, "device": "cpu", "tensorboard": False},
+    # long enough that the second process starts (a few seconds) while the first trains
+    "train": {"epochs": 40, "device": "cpu", "tensorboard": False},
     "evaluate": {"count": None},
 }
 
@@ -41,7 +42,7 @@ def test_a_second_train_on_the_same_run_dir_exits_naming_the_holder(tmp_path):
         for line in (run_dir / "metrics.jsonl").read_text().splitlines()
         if json.loads(line)["kind"] == "epoch"
     ]
-    assert epochs == [1, 2, 3, 4]
+    assert epochs == list(range(1, 41))
     # once the holder is gone, the same command reports the finished run
     again = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "done"
