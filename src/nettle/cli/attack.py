@@ -121,16 +121,6 @@ def _target(target: Path) -> tuple[Any, Path, Path, bool]:
     return load_config_dict(tree, source=str(target)), target, target.parent, False
 
 
-def _device(name: str | None) -> Any:
-    """The torch device of `--device` (default cpu); one the machine lacks is refused."""
-    from nettle.train.distributed import resolve_device
-
-    try:
-        return resolve_device(name or "cpu")
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("train.device", "--device", 1)) from None
-
-
 def _check_writable(folder: Path) -> None:
     """The stage is saved under `folder/eval`: a folder nettle cannot write is refused first."""
     where = folder / "eval" if (folder / "eval").is_dir() else folder
@@ -153,9 +143,10 @@ def run(args: argparse.Namespace) -> int:
     from nettle.experiment.evaluation import _test_tensors, robustness_rows, run_attack_stage
     from nettle.experiment.report import plot_robustness
     from nettle.models.build import load_run_model, load_teacher
+    from nettle.train.distributed import resolve_device
 
     settings = _settings(args)
-    device = _device(args.device)
+    device = resolve_device(args.device or "cpu", "--device")
     target = Path(args.target)
     cfg, ckpt, folder, is_run = _target(target)
     if cfg.train.loss == "ctc":

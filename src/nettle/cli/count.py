@@ -107,10 +107,11 @@ def run(args: argparse.Namespace) -> int:
     from nettle.measure.latency import measure_latency
     from nettle.measure.report import format_latency
     from nettle.models import create_model
+    from nettle.train.distributed import resolve_device
 
     shape = parse_shape(args.input)
     _check_options(args)
-    device = _device(args.device) if args.latency else None
+    device = resolve_device(args.device or "cpu", "--device") if args.latency else None
     classes = args.num_classes if args.num_classes is not None else _default_classes(args.model)
     solved = None
     conv = args.conv
@@ -227,16 +228,6 @@ def _count(model: nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -
         if problem is None:
             raise  # the model runs: a fault of the counting, not of the input
         raise ValueError(f"--input {args.input}: {args.model} cannot run it ({problem})") from None
-
-
-def _device(name: str | None) -> Any:
-    """The torch device of `--device` (default cpu); one the machine lacks is refused."""
-    from nettle.train.distributed import resolve_device
-
-    try:
-        return resolve_device(name or "cpu")
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("train.device", "--device", 1)) from None
 
 
 def _forward_problem(model: nn.Module, shape: tuple[int, ...]) -> str | None:

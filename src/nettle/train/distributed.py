@@ -211,9 +211,10 @@ def broadcast_buffers(model: nn.Module) -> None:
         dist.broadcast(buf, src=0)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
     """`"auto"` is CUDA when available, else CPU; anything else is passed to torch. In a
-    distributed run "auto" and "cuda" are this rank's GPU (`cuda:LOCAL_RANK`)."""
+    distributed run "auto" and "cuda" are this rank's GPU (`cuda:LOCAL_RANK`). A device this
+    machine lacks is one `ValueError` line naming `option` (the field or flag it came from)."""
     if name in ("auto", "cuda") and is_distributed() and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     if name == "auto":
@@ -223,12 +224,12 @@ def resolve_device(name: str) -> torch.device:
     except (RuntimeError, ValueError):
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"train.device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+        raise ValueError(f"{option} {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device {name!r}: no CUDA GPU is visible here; use cpu or auto")
+        raise ValueError(f"{option} {name!r}: no CUDA GPU is visible here; use cpu or auto")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise ValueError(f"train.device {name!r}: this machine has {count} GPU(s)")
+        raise ValueError(f"{option} {name!r}: this machine has {count} GPU(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"train.device {name!r}: MPS is not available here; use cpu or auto")
+        raise ValueError(f"{option} {name!r}: MPS is not available here; use cpu or auto")
     return device
