@@ -33,6 +33,7 @@ __all__ = [
     "atomic_open",
     "atomic_write",
     "claim_outputs",
+    "file_sha256",
     "write_json",
 ]
 
@@ -179,7 +180,7 @@ class OutputFolder:
             return True
         if name not in owned or path.is_dir() or path.is_symlink():
             return False
-        return owned[name] is None or owned[name] == _sha256(path)
+        return owned[name] is None or owned[name] == file_sha256(path)
 
     def claim(self, names: Iterable[str]) -> OutputFolder:
         """`check` the names, create the folder and record the names as nettle's; returns self."""
@@ -194,7 +195,7 @@ class OutputFolder:
         owned = self.owned()
         for name in names:
             path = self.folder / name
-            owned[name] = _sha256(path) if path.is_file() else None
+            owned[name] = file_sha256(path) if path.is_file() else None
         self._record(owned)
         self._claimed.update(names)
         return self
@@ -218,16 +219,18 @@ class OutputFolder:
     def record(self, name: str) -> None:
         """Record the digest of a claimed file written by other means (e.g. `savefig`)."""
         owned = self.owned()
-        owned[name] = _sha256(self.path(name))
+        owned[name] = file_sha256(self.path(name))
         self._record(owned)
 
     def _record(self, owned: dict[str, str | None]) -> None:
         write_json(self.manifest, {"written_by": "nettle", "files": dict(sorted(owned.items()))})
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in blocks: the identity of a checkpoint, a
+    weights file or an output nettle wrote."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

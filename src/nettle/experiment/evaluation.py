@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nettle.config import ExperimentConfig, digest
-from nettle.files import write_json
+from nettle.files import file_sha256, write_json
 
 __all__ = [
     "Stages",
@@ -39,7 +38,6 @@ __all__ = [
     "check_evaluate",
     "checkpoint_of",
     "collect_stages",
-    "file_digest",
     "robustness_rows",
     "run_attack_stage",
     "run_stages",
@@ -62,15 +60,6 @@ class Stages:
         """Flat numbers for the store: params, macs, macs_executed."""
         c = (self.count or {}).get("result") or {}
         return {k: c[k] for k in ("params", "macs", "macs_executed") if c.get(k) is not None}
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (the identity of the checkpoint a stage read)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_of(run_dir: Path) -> Path:
@@ -153,8 +142,11 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "result" in data else None
 
 
-def collect_stages(run_dir: str | Path, cfg: ExperimentConfig) -> Stages | None:
-    """Every stage of `cfg.evaluate` read from the run dir, or None while one is missing."""
+def collect_stages(
+    run_dir: str | Path, cfg: ExperimentConfig, ckpt_sha256: str | None = None
+) -> Stages | None:
+    """Every stage of `cfg.evaluate` read from the run dir, or None while one is missing
+    (`ckpt_sha256`: the checkpoint's digest when the caller has it already)."""
     run_dir, settings_of = Path(run_dir), _settings(cfg)
     if not settings_of:  # nothing to evaluate
         return Stages()
@@ -162,7 +154,7 @@ def collect_stages(run_dir: str | Path, cfg: ExperimentConfig) -> Stages | None:
         ckpt = checkpoint_of(run_dir)
     except FileNotFoundError:
         return None
-    d, stages = file_digest(ckpt), Stages()
+    d, stages = ckpt_sha256 or file_sha256(ckpt), Stages()
     for kind, settings in settings_of.items():
         path = _stage_path(run_dir, kind, settings, d)
         data = _read(path)
@@ -208,6 +200,7 @@ def run_attack_stage(
     settings: dict[str, Any],
     ckpt: Path,
     progress: Any = None,
+    ckpt_sha256: str | None = None,
 ) -> tuple[Path, dict[str, Any], bool]:
     """Run (or read) one attack stage of `model` on `data`; returns (file, record, cached).
 
@@ -216,7 +209,7 @@ def run_attack_stage(
     """
     from nettle.attack import evaluate_robustness
 
-    d = file_digest(ckpt)
+    d = ckpt_sha256 or file_sha256(ckpt)
     path = _stage_path(folder, "attack", settings, d)
     have = _read(path)
     if have is not None:
@@ -259,7 +252,7 @@ def run_stages(
     if not settings:
         return Stages()
     ckpt = checkpoint_of(run_dir)
-    d = file_digest(ckpt)
+    d = file_sha256(ckpt)
     missing = {k: s for k, s in settings.items() if _read(_stage_path(run_dir, k, s, d)) is None}
     if missing:
         model = load_run_model(run_dir, cfg, checkpoint=ckpt)
@@ -268,14 +261,14 @@ def run_stages(
         for kind, s in missing.items():
             emit("stage", {"kind": kind})
             if kind == "attack":
-                run_attack_stage(run_dir, model, (x, y), s, ckpt)
+                run_attack_stage(run_dir, model, (x, y), s, ckpt, ckpt_sha256=d)
                 continue
             if kind == "count":
                 result = _count_stage(model, cfg, x)
             else:
                 result = _inspect_stage(run_dir, cfg, s, d)
             write_json(_stage_path(run_dir, kind, s, d), _record(kind, s, ckpt, d, result))
-    stages = collect_stages(run_dir, cfg)
+    stages = collect_stages(run_dir, cfg, ckpt_sha256=d)
     assert stages is not None  # every stage was just written
     return stages
 

@@ -23,7 +23,6 @@ that changed afterwards is refused when the run builds its model.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from nettle.config import ModelConfig
+from nettle.files import file_sha256
 from nettle.models.factory import unwrap
 from nettle.safe_yaml import YAMLInputError, load_yaml_file
 from nettle.train.checkpoint import load_checkpoint
@@ -66,15 +66,6 @@ class WeightsReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load(path: Path) -> Any:
