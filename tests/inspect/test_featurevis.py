@@ -223,3 +223,40 @@ def test_redirected_relu_starts_a_channel_that_is_off_for_the_grey_start():
     torch.testing.assert_close(y, model(x))
     torch.testing.assert_close(g_redirected, g_plain)
     assert model[1].inplace and not any(m._forward_hooks for m in model.modules())
+
+
+def test_class_model_raises_the_class_logit(digits_cnn):
+    from nettle.inspect import class_model
+
+    model, x = digits_cnn
+    start = torch.full((1, 1, 8, 8), 0.5)
+    with torch.no_grad():
+        before = model(start)[0]
+        best_digit = model(x)[:, 4].max()
+    vis = render(
+        model,
+        class_model(4, l2=0.01),
+        shape=(1, 8, 8),
+        steps=128,
+        lr=0.1,
+        param="pixel",
+        transforms=[],
+        decorrelate=False,
+    )
+    with torch.no_grad():
+        after = model(vis.image[None])[0]
+    assert vis.objective == "class_model(4)"
+    assert after[4] > before[4] + 5.0 and after[4] > best_digit  # above every digit's logit
+    assert after.argmax() == 4
+    penalty = 0.01 * float((vis.image - 0.5).pow(2).sum())
+    assert vis.value == pytest.approx(float(after[4]) - penalty, rel=1e-5)
+
+
+def test_class_model_refuses_outputs_that_are_not_logits(digits_cnn):
+    from nettle.inspect import class_model
+
+    model, _ = digits_cnn
+    with pytest.raises(ValueError, match="class_model needs logits"):
+        render(model, class_model(1, output="2"), shape=(1, 8, 8), steps=1, transforms=[])
+    with pytest.raises(ValueError, match="l2 must be at least 0"):
+        class_model(1, l2=-1)

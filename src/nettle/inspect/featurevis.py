@@ -8,7 +8,8 @@ to the image size relative to Lucid's 128), resized back to the rendered size wh
 changed it, and optimised with Adam (lr 0.05, 512 steps) to maximise an objective on the
 model's activations, with Lucid's redirected ReLU gradient (`nettle.inspect.redirect`) so that
 units off for the start image still rise. Objectives (`neuron`, `channel`, `direction`,
-`deepdream`) combine with `+`, `-` and scalar `*`.
+`deepdream`, `class_model`) combine with `+`, `-` and scalar `*`. Besides the recorded layers an
+objective may read the rendered image itself under the key `IMAGE` (before the transforms).
 
 The model is put in eval mode (restored after), hooks are removed after, and gradients are
 taken with `torch.autograd.grad` with respect to the image parameters only, so the model's
@@ -35,9 +36,11 @@ from nettle.inspect.redirect import redirected_relu
 
 __all__ = [
     "COLOR_CORRELATION_SVD_SQRT",
+    "IMAGE",
     "FeatureVis",
     "Objective",
     "channel",
+    "class_model",
     "deepdream",
     "direction",
     "fourier_image",
@@ -57,6 +60,9 @@ Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 # Square root of ImageNet's RGB colour correlation (Lucid's published values, param/color.py).
 COLOR_CORRELATION_SVD_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
+
+IMAGE = "<image>"
+"""The key under which `render` hands objectives the rendered image (1, C, H, W)."""
 
 
 class Objective:
@@ -142,6 +148,32 @@ def direction(layer: str, vector: Sequence[float] | torch.Tensor) -> Objective:
 def deepdream(layer: str) -> Objective:
     """The mean squared activation of a layer (Mordvintsev et al. 2015, DeepDream)."""
     return Objective(lambda a: a[layer].pow(2).flatten(1).mean(1), [layer], f"deepdream({layer})")
+
+
+def class_model(c: int, l2: float = 0.01, output: str = "") -> Objective:
+    """A class model (Simonyan, Vedaldi and Zisserman 2014, "Deep Inside Convolutional Networks").
+
+    The unnormalised class score (logit `c`, before any softmax) minus an L2 penalty on the
+    image: `S_c(I) - l2 * ||I - 0.5||^2` (the paper centres its images on the data mean; ours
+    lie in [0, 1] and are centred on grey). `output` names the module whose output holds the
+    logits (N, K); "" is the whole model. As in the paper, render it in pixel space without
+    transforms: `render(model, class_model(3), shape, param="pixel", transforms=[],
+    decorrelate=False)`.
+    """
+    if l2 < 0:
+        raise ValueError(f"l2 must be at least 0, got {l2}")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        logits = acts[output]
+        if logits.dim() != 2:
+            where = f"layer {output!r}" if output else "the model"
+            raise ValueError(f"class_model needs logits (N, K) from {where}, got {logits.dim()}-D")
+        score = _unit(logits, c)
+        if not l2 or IMAGE not in acts:
+            return score
+        return score - l2 * (acts[IMAGE] - 0.5).pow(2).flatten(1).sum(1)
+
+    return Objective(fn, [output, IMAGE] if l2 else [output], f"class_model({c})")
 
 
 def to_valid_image(t: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
@@ -325,21 +357,22 @@ def render(
     make = fourier_image if param == "fourier" else pixel_image
     params, image_fn = make(shape, decorrelate=decorrelate, generator=gen, device=device)
     tfs = standard_transforms(max(h, w)) if transforms is None else list(transforms)
+    layers = [n for n in objective.layers if n != IMAGE]
     opt = torch.optim.Adam(params, lr=lr)
     curve: list[float] = []
     with (
         eval_mode(model),
         redirected_relu(model) if redirect_relu else nullcontext(),  # before the recording hooks
-        record_layers(model, objective.layers, detach=False) as rec,
+        record_layers(model, layers, detach=False) as rec,
     ):
         for _ in range(steps):
-            t = image_fn()
+            t = image = image_fn()
             for tf in tfs:
                 t = tf(t, gen)
             if t.shape[-2:] != (h, w):
                 t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
             run_recorded(model, t, rec)
-            value = objective(rec).mean()
+            value = objective({**rec, IMAGE: image}).mean()
             grads = torch.autograd.grad(-value, params)
             for p, g in zip(params, grads):
                 p.grad = g
@@ -348,5 +381,5 @@ def render(
         with torch.no_grad():
             image = image_fn()
             run_recorded(model, image, rec)
-            final = float(objective(rec).mean())
+            final = float(objective({**rec, IMAGE: image}).mean())
     return FeatureVis(image[0].detach().cpu(), curve, final, objective.name)
