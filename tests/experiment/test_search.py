@@ -108,7 +108,7 @@ def test_space_errors_name_the_key(tmp_path):
         run_search(SPEC | {"grid": {"train.seed": [0, 1]}}, 1, tmp_path / "n.db", root=tmp_path)
     store = tmp_path / "nettle.db"
     run_search(SPEC, 0, store, root=tmp_path)
-    with pytest.raises(ValueError, match="optimises 'test_acc', not 'loss'"):
+    with pytest.raises(ValueError, match=r"optimises test_acc \(maximize\), not loss \(maximize\)"):
         run_search(SPEC, 0, store, root=tmp_path, metric="loss")
 
 

@@ -6,7 +6,8 @@ evaluation stages (recording those the store missed), clears the "running" rows 
 that died, claims each run before its job starts, and records how every job ended with the
 statuses and reasons of `worker.classify_exit`: the numbers of a finished run through
 `nettle.experiment.record` (training metrics, cost, robust accuracies, then "done"), a
-failure with its reason and log tail, a stopped job as preempted. Executors only start jobs
+failure with its reason and log tail, a stopped job as preempted (as pruned when a search's
+pruner stopped it). Executors only start jobs
 (`nettle _job CONFIG -o RUN_DIR`), watch them and hand their reports here.
 
 A job's report is plain data: `returncode`, `summary` (its summary.json), `log` (the tail of
@@ -49,6 +50,7 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     preempted: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     preflight: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
@@ -108,22 +110,33 @@ class Driver:
     def prepare(self, slots: list[str] | None = None) -> list[PlannedRun]:
         """Record the runs, clear rows of dead drivers; the runs still to do, by priority."""
         record_plan(self.store, self.plan, self.root)
-        todo = []
-        for run in self.plan.runs:
-            row = self.store.get(run.id) or {}
-            run_dir = Path(row.get("run_dir") or run_dir_of(self.root, self.plan.name, run.id))
-            self.run_dirs[run.id] = run_dir
-            if row.get("status") == "running" and not self._clear_stale(run, row):
-                self.result.busy.append(run.id)
-                continue
-            if not settle(self.store, run, run_dir, row):
-                todo.append(run)
-                continue
-            self.result.skipped.append(run.id)
-            self.emit("skip", {"id": run.id, "name": run.name})
+        todo = [run for run in self.plan.runs if self._admit(run)]
         info = {"sweep": self.plan.name, "total": len(self.plan.runs), "todo": len(todo)}
         self.emit("plan", info | {"slots": slots or [self.backend]})
         return sorted(todo, key=lambda r: -r.config.priority)  # stable within a priority
+
+    def add(self, run: PlannedRun) -> bool:
+        """Record a run proposed while the sweep runs (a search's trial) in the plan and the
+        store; True when it is to be run, False when it is finished or running elsewhere."""
+        if all(r.id != run.id for r in self.plan.runs):
+            self.plan.runs.append(run)
+        record_plan(self.store, SweepPlan(self.plan.name, [run]), self.root)
+        return self._admit(run)
+
+    def _admit(self, run: PlannedRun) -> bool:
+        """Whether a recorded run is to be run: not running elsewhere, not finished (a run
+        finished with its stages is recorded if the store missed it, and skipped)."""
+        row = self.store.get(run.id) or {}
+        run_dir = Path(row.get("run_dir") or run_dir_of(self.root, self.plan.name, run.id))
+        self.run_dirs[run.id] = run_dir
+        if row.get("status") == "running" and not self._clear_stale(run, row):
+            self.result.busy.append(run.id)
+            return False
+        if not settle(self.store, run, run_dir, row):
+            return True
+        self.result.skipped.append(run.id)
+        self.emit("skip", {"id": run.id, "name": run.name})
+        return False
 
     def _clear_stale(self, run: PlannedRun, row: dict[str, Any]) -> bool:
         """Make a dead driver's "running" row preempted; False if it may really run."""
@@ -163,9 +176,11 @@ class Driver:
         report: dict[str, Any] | None,
         error: str = "",
         stopped: bool = False,
+        pruned: str | None = None,
     ) -> bool:
         """Record how a job ended (`report`, or `error` when it returned none); True when it
-        should be started again."""
+        should be started again. `pruned`: why the executor stopped it early (a search's
+        pruner); a job it stopped before it finished is recorded as pruned."""
         if report is None:
             outcome = Outcome("failed", error or "the job returned no report", retry=True)
             if worker.is_oom(error):
@@ -185,6 +200,11 @@ class Driver:
             self.result.done.append(run.id)
             seconds = (report or {}).get("seconds", 0.0)
             self.emit("done", {"id": run.id, "name": run.name, "seconds": seconds})
+            return False
+        if outcome.status == "preempted" and pruned:
+            self.store.set_status(run.id, "pruned", reason=pruned, log_tail=tail)
+            self.result.pruned.append(run.id)
+            self.emit("pruned", {"id": run.id, "name": run.name, "reason": pruned})
             return False
         if outcome.status == "preempted":
             self.preempt(run, outcome.reason or "stopped by the scheduler", tail)

@@ -27,6 +27,11 @@ No orphans: a job's leftovers are killed with its group when it ends; the jobs d
 scheduler killed by SIGKILL (`PR_SET_PDEATHSIG`), and what of their groups survives is killed
 by the next call, found by the run id every process of a job carries (`NETTLE_RUN_ID`).
 
+A `RunSource` (a search) proposes runs while the sweep runs: whenever a slot is free and the
+queue is empty the scheduler asks it for the next run, hands it every epoch record of its
+running jobs (a reason it returns stops that job's group, TERM then KILL after `grace` s, and
+the run is recorded as pruned) and tells it when a run has ended for this call.
+
 Example:
     >>> result = run_sweep("examples/sweep-digits.yaml", slots=2)  # doctest: +SKIP
     >>> result.ok, len(result.done)  # doctest: +SKIP
@@ -45,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nettle.experiment import worker
 from nettle.experiment.driver import Driver, SweepResult
@@ -54,11 +59,24 @@ from nettle.experiment.spec import PlannedRun, SweepPlan, plan_sweep
 from nettle.experiment.store import Store
 from nettle.experiment.worker import Outcome, Slot
 
-__all__ = ["SweepResult", "run_sweep"]
+__all__ = ["RunSource", "SweepResult", "run_sweep"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, Any]], None]
 Command = Callable[[Path, Path], Sequence[str]]
+
+
+class RunSource(Protocol):
+    """Runs proposed while a sweep runs (see the module docstring)."""
+
+    def next_run(self) -> PlannedRun | None:
+        """The next run to start on a free slot; None when it has no more."""
+
+    def watch(self, run: PlannedRun, record: dict[str, Any]) -> str | None:
+        """Why to stop a running job early, from one epoch record of its metrics.jsonl."""
+
+    def ended(self, run: PlannedRun) -> None:
+        """The run will not start again in this call (its status is in the store)."""
 
 
 @dataclass
@@ -72,6 +90,8 @@ class _Job:
     started: float
     metrics_offset: int = 0
     polled: float = 0.0
+    pruned: str | None = None
+    kill_at: float | None = None
 
 
 class _Scheduler:
@@ -89,6 +109,8 @@ class _Scheduler:
         self.emit, self.result = self.driver.emit, self.driver.result
         self.running: dict[str, _Job] = {}
         self.queue: deque[PlannedRun] = deque()
+        self.source: RunSource | None = opts.get("source")
+        self.more = self.source is not None  # the source may propose more runs
 
     @property
     def stop_signal(self) -> int | None:
@@ -119,22 +141,40 @@ class _Scheduler:
 
     def loop(self) -> None:
         """Fill free slots, reap finished jobs, until the queue is empty or a signal stops it."""
-        while (self.queue or self.running) and self.stop_signal is None:
-            while self.queue and self.free and self.stop_signal is None:
-                self.launch(self.queue.popleft())
+        while (self.queue or self.running or self.more) and self.stop_signal is None:
+            self.fill()
             finished = [j for j in self.running.values() if j.proc.poll() is not None]
             for job in finished:
                 self.release(job)
-            while self.queue and self.free and self.stop_signal is None:
-                self.launch(self.queue.popleft())  # refill the slots before the bookkeeping
+            self.fill()  # refill the slots before the bookkeeping
             for job in finished:
-                self.record(job)
+                self.record(job, stopped=job.pruned is not None)
             for job in self.running.values():
                 self._watch_metrics(job)
             if not finished:
                 time.sleep(self.poll)
         if self.stop_signal is not None:
             self.stop_all()
+
+    def fill(self) -> None:
+        """Start queued runs, then runs of the source, while slots are free."""
+        while self.free and self.stop_signal is None:
+            if self.queue:
+                self.launch(self.queue.popleft())
+                continue
+            if not self.more:
+                return
+            run = self.source.next_run()
+            if run is None:
+                self.more = False
+            elif self.driver.add(run):
+                self.launch(run)
+            else:  # finished already, or running elsewhere
+                self.source.ended(run)
+
+    def _ended(self, run: PlannedRun) -> None:
+        if self.source is not None:
+            self.source.ended(run)
 
     def launch(self, run: PlannedRun) -> None:
         """Claim the run in the store and start its job on a free slot."""
@@ -155,6 +195,8 @@ class _Scheduler:
             self.free.append(slot)
             if self.driver.fail(run, Outcome("failed", f"could not start: {exc}")):
                 self.queue.append(run)
+            else:
+                self._ended(run)
             return
         self.running[run.id] = _Job(run, run_dir, slot, proc, logf, offset, time.monotonic())
         self.driver.started(run, slot.name, proc.pid)
@@ -174,8 +216,10 @@ class _Scheduler:
             "log": worker.log_tail(job.run_dir / "log.txt", job.log_offset, lines=200),
             "seconds": time.monotonic() - job.started,
         }
-        if self.driver.record(job.run, report, stopped=stopped):
+        if self.driver.record(job.run, report, stopped=stopped, pruned=job.pruned):
             self.queue.append(job.run)
+        else:
+            self._ended(job.run)
 
     def _watch_metrics(self, job: _Job) -> None:
         """Emit "epoch" events from the job's metrics.jsonl, read at most twice a second."""
@@ -188,6 +232,14 @@ class _Scheduler:
             for r in records:
                 keep = ("epoch", "train_loss", "train_acc", "test_acc")
                 self.emit("epoch", {"id": job.run.id} | {k: r.get(k) for k in keep})
+                if self.source is not None and job.pruned is None:
+                    job.pruned = self.source.watch(job.run, r)
+                    if job.pruned is not None:  # stop its group; KILL after the grace
+                        worker.signal_group(job.proc.pid, signal.SIGTERM)
+                        job.kill_at = now + self.grace
+        if job.kill_at is not None and now >= job.kill_at:
+            worker.signal_group(job.proc.pid, signal.SIGKILL)
+            job.kill_at = None
 
     def stop_all(self) -> None:
         """TERM every job's group, KILL after the grace period, mark them preempted."""
@@ -217,6 +269,7 @@ def run_sweep(
     command: Command | None = None,
     poll: float = 0.01,
     handle_signals: bool = True,
+    source: RunSource | None = None,
 ) -> SweepResult:
     """Run a sweep's unfinished runs as parallel jobs (see the module docstring).
 
@@ -234,10 +287,12 @@ def run_sweep(
             and run nothing unless all pass.
         grace: seconds between SIGTERM and SIGKILL when stopping a job.
         progress: callback `(event, info)` with events plan, skip, busy, stale, preflight,
-            start, epoch, done, failed, preempted, stopping.
+            start, epoch, done, failed, preempted, pruned, stopping.
         command: `(config_path, run_dir) -> argv` of a job (default `nettle train`).
         poll: seconds between checks of the running jobs.
         handle_signals: catch SIGINT/SIGTERM (main thread only) to stop the jobs cleanly.
+        source: proposes more runs while the sweep runs and may stop them early (a search);
+            `plan` may then be empty.
 
     Returns:
         What was done, skipped, failed (with reasons) or preempted.
@@ -251,7 +306,7 @@ def run_sweep(
     store = store if isinstance(store, Store) else Store(store or root / "nettle.db")
     opts = {"gpus": gpus, "slots": slots, "retries": retries, "mem_limit_gb": mem_limit_gb}
     opts |= {"grace": grace, "poll": poll, "command": command or default_command}
-    opts["progress"] = progress
+    opts["progress"], opts["source"] = progress, source
     sched = _Scheduler(plan, store, root, **opts)
     handlers = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
@@ -259,7 +314,7 @@ def run_sweep(
         handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         todo = sched.driver.prepare([s.name for s in sched.free])
-        if todo and (not preflight or sched.preflight(todo)):
+        if (todo or source) and (not preflight or sched.preflight(todo)):
             sched.queue.extend(todo)
             sched.loop()
         sched.result.interrupted = sched.stop_signal is not None

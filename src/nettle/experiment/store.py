@@ -6,7 +6,8 @@ transaction per write, retried while the database is locked, so several processe
 at once. Queries take simple filters (`status=done`, `train.optim.lr=0.1`, `test_acc>0.9`)
 parsed into parameterised SQL: user text is never formatted into a statement.
 
-Statuses: planned, running, done, failed (with a reason and the log tail), preempted.
+Statuses: planned, running, done, failed (with a reason and the log tail), preempted, pruned
+(stopped early by a search's pruner, with the reason).
 
 Example:
     >>> store = Store("runs/nettle.db")  # doctest: +SKIP
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 __all__ = ["SCHEMA_VERSION", "STATUSES", "Store", "StoreError"]
 
 SCHEMA_VERSION = 3
-STATUSES = ("planned", "running", "done", "failed", "preempted")
+STATUSES = ("planned", "running", "done", "failed", "preempted", "pruned")
 
 _TABLES = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -289,7 +290,7 @@ class Store:
                     (status, now, socket.gethostname(), pid, pgid, code_version, run_id),
                 )
                 return
-            finished = now if status in ("done", "failed") else None
+            finished = now if status in ("done", "failed", "pruned") else None
             db.execute(
                 "UPDATE runs SET status=?, reason=?, log_tail=COALESCE(?, log_tail), "
                 "finished=COALESCE(?, finished) WHERE id=?",
