@@ -31,6 +31,8 @@ SPECS = [
     "SepHashed_0.3",
     "SepHashedDecimate",
     "ACDC_3",
+    "OriginalACDC_3",
+    "PermutedACDC_3",
     "TensorTrain_0.5",
     "Tucker_0.5",
     "CP_0.5",

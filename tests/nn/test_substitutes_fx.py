@@ -16,6 +16,8 @@ SETTINGS = {  # a setting each substitute accepts on the shapes below (None: its
     "generic": 0.25,
     "hashed": 0.3,
     "lr": 0.25,
+    "originalacdc": 3,
+    "permutedacdc": 3,
     "sephashed": 0.3,
     "shuffle": 2,
     "tensortrain": 0.5,

@@ -15,6 +15,16 @@ The map is a product of L factors, each, per pixel,
 `M_l = R(diag(a_l) C) diag(d_l) C^-1` (its norm=None DCT scalings cancel), applied factor L
 first. As in the reference, `ACDC_n` builds n - 1 factors (`ACDC`: 12 requested, 11 factors).
 
+Variants (same parameters and counted cost as `ACDC_n`):
+- `OriginalACDC` / `OriginalACDC_n`: no permutation inside a factor (`x -> a * IDCT(d *
+  DCT(P x))`), the reference's "original" parameterisation, which its log compared with the
+  riffle one (WRN-28-10: 5.35% vs 5.23% error). The reference's code at HEAD ignored the flag
+  (its fast path always riffled), so its count.py gives `OriginalACDC` the figures of `ACDC`,
+  as nettle's formula does.
+- `PermutedACDC` / `PermutedACDC_n`: fixed uniformly random permutations of the N channels in
+  place of both riffles of every factor (seeded, saved with the model): the reference log's
+  "random permutation" alternative to the riffle.
+
 Execution: when a batch has more pixels than channels, the chain is pushed once through the N
 basis vectors and the resulting N x N matrix is applied as a 1x1 convolution (the reference's
 "fast stacked" path); otherwise every pixel goes through the FFT chain. Under `torch.fx`
@@ -33,6 +43,7 @@ from torch import nn
 
 from nettle.measure.formulas import OpCount, register_formula
 from nettle.nn.substitutes.base import SUBSTITUTES
+from nettle.nn.substitutes.cache import WeightCached, cacheable
 from nettle.nn.substitutes.dct import dct, idct
 from nettle.nn.substitutes.separable import DepthwisePointwise
 
@@ -53,24 +64,48 @@ def unriffle(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def acdc_chain(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def _shuffle(x: torch.Tensor, perm: torch.Tensor | None, layer: int, slot: int) -> torch.Tensor:
+    """P x: `unriffle` (perm None) or `x[..., perm[layer, slot]]`."""
+    return unriffle(x) if perm is None else x.index_select(-1, perm[layer, slot])
+
+
+def acdc_chain(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    d: torch.Tensor,
+    inner: bool = True,
+    perm: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Apply L ACDC factors along the last dimension of `x` (..., N); a, d: (L, N).
 
-    Factor l maps `x -> a_l * IDCT(P(d_l * DCT(P x)))` (P = `unriffle`); factor L - 1 first.
+    Factor l maps `x -> a_l * IDCT(P(d_l * DCT(P x)))`; factor L - 1 first. P is `unriffle`,
+    or with `perm` (L, 2, N) the fixed permutations `perm[l, 0]` (outer) and `perm[l, 1]`
+    (inner); `inner=False` drops the inner P (the reference's "original" parameterisation).
     """
     for layer in reversed(range(a.shape[0])):
-        x = a[layer] * idct(unriffle(d[layer] * dct(unriffle(x))))
+        y = d[layer] * dct(_shuffle(x, perm, layer, 0))
+        if inner:
+            y = _shuffle(y, perm, layer, 1)
+        x = a[layer] * idct(y)
     return x
 
 
-def _square(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def _square(
+    a: torch.Tensor, d: torch.Tensor, inner: bool = True, perm: torch.Tensor | None = None
+) -> torch.Tensor:
     """The N x N map W (row = output channel) of the factors a, d: (L, N)."""
     eye = torch.eye(a.shape[1], device=a.device, dtype=a.dtype)
-    return acdc_chain(eye, a, d).t()  # row j of the chain's output is W e_j
+    return acdc_chain(eye, a, d, inner, perm).t()  # row j of the chain's output is W e_j
 
 
 @torch.fx.wrap
-def structured_map(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def structured_map(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    d: torch.Tensor,
+    inner: bool = True,
+    perm: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The factor stack a, d: (L, N) applied to the channels of x: (n, N, h, w).
 
     With more pixels than channels the stack is pushed through the N basis vectors once and
@@ -79,8 +114,8 @@ def structured_map(x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.T
     """
     n, width, h, w = x.shape
     if n * h * w > width:
-        return F.conv2d(x, _square(a, d)[:, :, None, None])
-    return acdc_chain(x.permute(0, 2, 3, 1), a, d).permute(0, 3, 1, 2)
+        return F.conv2d(x, _square(a, d, inner, perm)[:, :, None, None])
+    return acdc_chain(x.permute(0, 2, 3, 1), a, d, inner, perm).permute(0, 3, 1, 2)
 
 
 def _expansion(c_in: int, c_out: int) -> int:
@@ -91,7 +126,7 @@ def _expansion(c_in: int, c_out: int) -> int:
     return a
 
 
-class ACDC(DepthwisePointwise):
+class ACDC(WeightCached, DepthwisePointwise):
     """Depthwise k x k (k > 1) then a stack of `factors` ACDC layers (see the module docstring).
 
     Parameters `Ci*k^2*[k>1] + 2*N*L (+Co)`. Cost (count.py of the reference, "HEAD" rule):
@@ -104,10 +139,22 @@ class ACDC(DepthwisePointwise):
     `executed_macs`: the chain on N basis vectors plus a dense 1x1 (many pixels), or the chain
     on every pixel (few pixels).
 
+    Inference: in eval mode without a gradient to record, the N x N map of the basis path is
+    cached (`cache.py`), so a batch costs the depthwise part and one 1x1 convolution, and
+    computes exactly what the basis path computes. At WRN-28-10's shapes this beats the FFT
+    chain per pixel and the rebuild per call by far (`python bench/substitutes.py --eval`
+    prints the three); `fast_form()` folds expansion and summing into a Co x Ci 1x1 as well.
+
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as `nn.Conv2d`
             (for Co < Ci, Ci must be a multiple of Co).
         factors: L, the number of ACDC factors (>= 1).
+        inner: keep the permutation between DCT and IDCT inside every factor (the reference's
+            riffle ACDC); False is its "original" parameterisation (`OriginalACDC`).
+        permutation: "riffle" (the reference's) or "random": fixed uniformly random
+            permutations of the N channels, two per factor (a buffer drawn from `seed`), as in
+            the permutation study of the reference's log (`PermutedACDC`).
+        seed: seed of the random permutations (`None`: drawn from torch's global generator).
     """
 
     count_at_input_size = True  # the reference's spatial-size quirk in `reference_macs`
@@ -124,7 +171,13 @@ class ACDC(DepthwisePointwise):
         factors: int = 11,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        inner: bool = True,
+        permutation: str = "riffle",
+        seed: int | None = None,
     ) -> None:
+        if permutation not in ("riffle", "random"):
+            raise ValueError(f"ACDC permutation must be 'riffle' or 'random', got {permutation!r}")
         if factors < 1:
             raise ValueError(
                 f"substitute 'ACDC' needs at least one factor (ACDC_n with n >= 2), got {factors}"
@@ -144,6 +197,15 @@ class ACDC(DepthwisePointwise):
         self.A = nn.Parameter(torch.empty(factors, self.width, **dd).normal_(1.0, 1e-2))
         self.D = nn.Parameter(torch.empty(factors, self.width, **dd).normal_(1.0, 1e-2))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
+        self.inner = inner
+        perm = None
+        if permutation == "random":
+            if seed is None:
+                seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
+            g = torch.Generator(device="cpu").manual_seed(seed)
+            draws = [torch.randperm(self.width, generator=g) for _ in range(2 * factors)]
+            perm = torch.stack(draws).view(factors, 2, self.width).to(device)
+        self.register_buffer("perm", perm)  # None for the riffle
 
     @property
     def factors(self) -> int:
@@ -164,16 +226,33 @@ class ACDC(DepthwisePointwise):
 
     def square(self) -> torch.Tensor:
         """The N x N map W (row = output channel) of the factor stack."""
-        return _square(self.A, self.D)
+        return _square(self.A, self.D, self.inner, self.perm)
 
     def matrix(self) -> torch.Tensor:
         eye = torch.eye(self.in_channels, device=self.A.device, dtype=self.A.dtype)
-        rows = acdc_chain(self._widen(eye), self.A, self.D)  # row i: the map applied to e_i
-        return self._narrow(rows).t()
+        rows = acdc_chain(self._widen(eye), self.A, self.D, self.inner, self.perm)
+        return self._narrow(rows).t()  # row i of `rows`: the map applied to e_i
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._narrow(structured_map(self._widen(self.spatial(x)), self.A, self.D))
+        x = self._widen(self.spatial(x))
+        if self._use_cache(x):  # the N x N map as a 1x1 conv, built once (`cache.py`)
+            square = self.cached_weight("square", lambda: self.square()[:, :, None, None])
+            y = F.conv2d(x, square)
+        else:
+            y = structured_map(x, self.A, self.D, self.inner, self.perm)
+        y = self._narrow(y)
         return y if self.bias is None else y + self.bias[:, None, None]
+
+    def _use_cache(self, x: torch.Tensor) -> bool:
+        """Cache when `structured_map` would take its basis path and nothing needs a graph."""
+        if isinstance(x, torch.fx.Proxy) or not cacheable(self):
+            return False
+        n, width, h, w = x.shape
+        return n * h * w > width
+
+    def fast_form(self) -> nn.Module:
+        """The deployable form: depthwise conv and the Co x Ci map (`separable_form`)."""
+        return self.separable_form()
 
     def compressed_parameters(self) -> list[nn.Parameter]:
         """The diagonals (the reference's `A`/`D` weight-decay group)."""
@@ -206,35 +285,45 @@ def _acdc_cost(module: ACDC, inputs: tuple, output: torch.Tensor) -> OpCount:
     )
 
 
-@SUBSTITUTES.register("acdc")
-def acdc(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
-    dilation: int = 1,
-    bias: bool = False,
-    setting: float | None = None,
-    device: torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> ACDC:
-    """`ACDC` (12 requested layers) or `ACDC_n` (n >= 2, rounded): n - 1 ACDC factors."""
+def _layers(setting: float | None, name: str) -> int:
     n = 12 if setting is None else round(setting)
     if n < 2:
         raise ValueError(
-            f"substitute 'ACDC' needs a layer count n >= 2 (n - 1 factors), e.g. ACDC_12; "
+            f"substitute {name!r} needs a layer count n >= 2 (n - 1 factors), e.g. {name}_12; "
             f"got {setting}"
         )
-    return ACDC(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride,
-        padding,
-        dilation,
-        bias,
-        n - 1,
-        device,
-        dtype,
-    )
+    return n
+
+
+def _register(name: str, options: dict, doc: str) -> None:
+    def build(
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = False,
+        setting: float | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ACDC:
+        factors = _layers(setting, name) - 1
+        shape = (in_channels, out_channels, kernel_size, stride, padding, dilation, bias)
+        return ACDC(*shape, factors, device, dtype, **options)
+
+    build.__name__, build.__doc__ = name.lower(), doc
+    SUBSTITUTES.add(name, build)
+
+
+_register("ACDC", {}, "`ACDC` (12 requested layers) or `ACDC_n` (n >= 2): n - 1 riffle factors.")
+_register(
+    "OriginalACDC",
+    {"inner": False},
+    "`OriginalACDC` / `OriginalACDC_n`: ACDC without the riffle inside each factor.",
+)
+_register(
+    "PermutedACDC",
+    {"permutation": "random"},
+    "`PermutedACDC` / `PermutedACDC_n`: ACDC with fixed random permutations for riffles.",
+)

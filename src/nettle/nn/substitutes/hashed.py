@@ -26,6 +26,7 @@ from torch import nn
 
 from nettle.measure.formulas import OpCount, register_formula
 from nettle.nn.substitutes.base import SUBSTITUTES
+from nettle.nn.substitutes.cache import WeightCached
 from nettle.nn.substitutes.separable import DepthwisePointwise, check_no_setting
 
 __all__ = ["HashedConv2d", "HashedSeparable", "hash_index"]
@@ -44,11 +45,13 @@ def hash_index(
     return index.to(device if device is not None else torch.get_default_device())
 
 
-class HashedConv2d(nn.Module):
+class HashedConv2d(WeightCached):
     """A convolution whose kernel is gathered from `budget` shared weights.
 
     Cost: the dense convolution it emulates, `Co*(Ci/groups)*k^2*S_out` multiply-adds, both
     theoretical (the reference's count) and executed; Co bias additions per output pixel.
+    In eval mode without a gradient to record, the gathered kernel is cached (`cache.py`), so
+    inference runs at the dense convolution's speed; `to_dense()` is its deployable form.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups: as
@@ -102,9 +105,12 @@ class HashedConv2d(nn.Module):
         return self.hashed_weight.index_select(0, self.index).view(self.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.weight(), self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+        weight = self.cached_weight("weight", self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def fast_form(self) -> nn.Conv2d:
+        """The deployable form: the equivalent dense convolution (`to_dense`)."""
+        return self.to_dense()
 
     def compressed_parameters(self) -> list[nn.Parameter]:
         """The shared weights (the bias stays in the normal group, as in the reference)."""
@@ -136,11 +142,29 @@ class HashedConv2d(nn.Module):
         )
 
 
+def _reference_size(size: int, module: HashedConv2d) -> int:
+    """count.py's output size of a hashed conv: `(H + 2p - k) // s + 1`, dilation ignored."""
+    return (size + 2 * module.padding - module.kernel_size) // module.stride + 1
+
+
 @register_formula(HashedConv2d)
 def _hashed_cost(module: HashedConv2d, inputs: tuple, output: torch.Tensor) -> OpCount:
+    """Dense cost; `reference_macs` at count.py's size, which ignores dilation.
+
+    The reference's rule for HashedConv2d computes the output size from kernel, padding and
+    stride only, so a dilated hashed conv (DARTS' dilated 3x3, dilation 2, padding 2) is
+    counted at (H + 2)^2 positions instead of H^2 (its Conv2d rule had this fixed in 2019).
+    """
     n, c, h, w = output.shape
     dense = n * h * w * math.prod(module.shape)
-    return OpCount(macs=dense, executed_macs=dense, bias=n * c * h * w)
+    x = inputs[0]
+    ref_h, ref_w = _reference_size(x.shape[-2], module), _reference_size(x.shape[-1], module)
+    return OpCount(
+        macs=dense,
+        executed_macs=dense,
+        bias=n * c * h * w,
+        reference_macs=n * ref_h * ref_w * math.prod(module.shape),
+    )
 
 
 class HashedSeparable(DepthwisePointwise):
@@ -187,6 +211,10 @@ class HashedSeparable(DepthwisePointwise):
 
     def compressed_parameters(self) -> list[nn.Parameter]:
         return list(self.hashed.parameters())
+
+    def fast_form(self) -> nn.Module:
+        """The deployable form: depthwise conv and the gathered 1x1 (`separable_form`)."""
+        return self.separable_form()
 
 
 @register_formula(HashedSeparable)

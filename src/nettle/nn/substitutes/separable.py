@@ -148,6 +148,43 @@ class DepthwisePointwise(nn.Module):
         return n * h * w * self.in_channels * self.kernel_size**2
 
     @torch.no_grad()
+    def separable_form(self) -> nn.Module:
+        """The equivalent plain layers: depthwise conv (k > 1) and a 1x1 `nn.Conv2d`.
+
+        The 1x1 holds `matrix()` and the bias; for k = 1 it carries stride and padding. The
+        deployable form of the substitutes that rebuild their 1x1 map from other parameters.
+        """
+        matrix = self.matrix()
+        bias = self.output_bias()
+        k1 = self.depthwise is None
+        pointwise = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            1,
+            self.stride if k1 else 1,
+            self.padding if k1 else 0,
+            bias=bias is not None,
+            device=matrix.device,
+            dtype=matrix.dtype,
+        )
+        pointwise.weight.copy_(matrix[:, :, None, None])
+        if bias is not None:
+            pointwise.bias.copy_(bias)
+        if k1:
+            return pointwise
+        spatial = depthwise(
+            self.in_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            matrix.device,
+            matrix.dtype,
+        )
+        spatial.weight.copy_(self.depthwise.weight)
+        return nn.Sequential(spatial, pointwise)
+
+    @torch.no_grad()
     def to_dense(self) -> nn.Conv2d:
         """The equivalent dense `nn.Conv2d` (same stride, padding, dilation and bias)."""
         matrix = self.matrix()

@@ -15,7 +15,9 @@ independent of the batch, included in `executed_macs`) and applies it as a dense
 convolution. The 3-way view mixes input and output channel indices (d1 is a block of output
 channels, d3 a block of input channels, d2 mixes both), so contracting the factors with the
 activations pixel by pixel is not cheaper than the dense 1x1 at these shapes, and rebuilding
-costs far less than one batch's 1x1 (e.g. TT 640 x 640: 9.2M vs 26M per 8x8 image).
+costs far less than one batch's 1x1 (e.g. TT 640 x 640: 9.2M vs 26M per 8x8 image). In eval
+mode without a gradient to record the rebuilt matrix is cached (`cache.py`), so inference runs
+at the separable layer's speed; `fast_form()` gives the equivalent plain layers.
 
 Initialisation: a dense 1x1 weight U(-1/sqrt(Ci), 1/sqrt(Ci)) decomposed (TT-SVD, truncated
 HOSVD), as in the reference; CP factors are random with the same entry variance.
@@ -34,12 +36,13 @@ from torch import nn
 from nettle.measure.formulas import OpCount, register_formula
 from nettle.nn.substitutes import decompositions as dec
 from nettle.nn.substitutes.base import SUBSTITUTES
+from nettle.nn.substitutes.cache import WeightCached
 from nettle.nn.substitutes.separable import DepthwisePointwise, conv_signature, separable_split
 
 __all__ = ["CP", "Decomposed1x1", "TensorTrain", "Tucker"]
 
 
-class Decomposed1x1(DepthwisePointwise):
+class Decomposed1x1(WeightCached, DepthwisePointwise):
     """Base: depthwise k x k (k > 1) then a 1x1 conv with a decomposed Co x Ci weight.
 
     Cost: counted as the separable layer, `(Ci*k^2*[k>1] + Ci*Co) * S_out` multiply-adds, the
@@ -108,7 +111,12 @@ class Decomposed1x1(DepthwisePointwise):
         return self.rebuild().reshape(self.out_channels, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(self.spatial(x), self.matrix()[:, :, None, None], self.bias)
+        weight = self.cached_weight("weight", lambda: self.matrix()[:, :, None, None])
+        return F.conv2d(self.spatial(x), weight, self.bias)
+
+    def fast_form(self) -> nn.Module:
+        """The deployable form: depthwise conv and the rebuilt 1x1 (`separable_form`)."""
+        return self.separable_form()
 
     def compressed_parameters(self) -> list[nn.Parameter]:
         """The factors (the reference's `weight_core`/`weight_u` weight-decay group)."""
