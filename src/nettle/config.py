@@ -44,6 +44,7 @@ __all__ = [
     "DistillConfig",
     "EvaluateConfig",
     "ExperimentConfig",
+    "FeatureHistoryConfig",
     "InspectStageConfig",
     "ModelConfig",
     "OptimConfig",
@@ -446,11 +447,29 @@ class EvaluateConfig(_Strict):
         return self
 
 
+class FeatureHistoryConfig(_Strict):
+    """Feature maps of fixed test inputs recorded while training (`inspect.feature_history`)."""
+
+    layers: list[str] = Field(min_length=1, description="layer names, as in named_modules()")
+    epochs: list[int] | None = Field(
+        None, description="epochs after which to record (0: before training; null: every one)"
+    )
+    inputs: int = Field(8, ge=1, le=256, description="the first N examples of the test split")
+
+    @model_validator(mode="after")
+    def _epochs_from_zero(self) -> FeatureHistoryConfig:
+        if self.epochs is not None and (not self.epochs or min(self.epochs) < 0):
+            raise ValueError(f"epochs must be a non-empty list of 0 or more, got {self.epochs}")
+        return self
+
+
 # execution settings: how and where a run executes, not what it computes; left out of its id
+# (feature_history only reads the model in eval mode on fixed inputs: the weights are the same)
 EXECUTION_KEYS = (
     "name",
     "priority",
     "evaluate",
+    "feature_history",
     "train.device",
     "train.log_every",
     "train.tensorboard",
@@ -477,6 +496,7 @@ class ExperimentConfig(_Strict):
     bayes: BayesConfig | None = None
     adversarial: AdversarialConfig | None = None
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    feature_history: FeatureHistoryConfig | None = None
 
     @model_validator(mode="after")
     def _name_is_a_path_part(self) -> ExperimentConfig:

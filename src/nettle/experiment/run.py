@@ -45,8 +45,10 @@ from nettle.experiment.evaluation import check_evaluate
 from nettle.experiment.objective import build_objective
 from nettle.experiment.record import git
 from nettle.files import atomic_write
+from nettle.inspect.feature_history import check_feature_history, with_feature_history
 from nettle.models.build import build_model, check_teacher
 from nettle.safe_yaml import load_yaml_file
+from nettle.train.data_init import data_init
 from nettle.train.guards import NonFiniteLossError, default_dtype_guard
 from nettle.train.lock import run_dir_lock
 
@@ -192,6 +194,7 @@ def _run_experiment(
     _check_model(cfg)
     check_teacher(cfg)
     check_evaluate(cfg)  # the stages after training: their names and options, now
+    check_feature_history(cfg)  # the layers recorded while training
     device = resolve_device(cfg.train.device)
     d = cfg.data
     with default_dtype_guard(torch.float32):
@@ -245,6 +248,12 @@ def _train(
             extras["weights"] = model.weights_report
         groups, plan = _decay_groups(cfg, model)
         extras["decay"] = plan
+        if getattr(model, "units_report", None) is not None:
+            extras["units"] = model.units_report
+        if cfg.model.init == "data":  # once, before training (a resume loads over it)
+            m = cfg.model
+            init = data_init(model, train, m.init_batch, m.init_tol, seed=cfg.train.seed)
+            extras["data_init"] = init.to_dict()
         trainer = Trainer(
             model,
             train,
@@ -257,7 +266,7 @@ def _train(
             objective=objective,
             param_groups=groups,
             config_record=cfg.model_dump(mode="json"),
-            progress=progress,
+            progress=with_feature_history(cfg, run_dir, model, test, progress),
             num_workers=d.num_workers,
         )
         if rank() > 0:  # own random streams (dropout...) once DDP has shared rank 0's weights
@@ -273,7 +282,11 @@ def _train(
             raise
         final_report = getattr(objective, "final_report", None)
         if final_report is not None:  # e.g. the Bayesian compression of the trained model
-            extras |= final_report(model, lambda m: evaluate(m, test, d.eval_batch_size)["acc"])
+            extras |= final_report(
+                model,
+                lambda m: evaluate(m, test, d.eval_batch_size)["acc"],
+                run_dir if main else None,  # where it may draw (rank 0 writes)
+            )
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed, write=main)
 
 
