@@ -48,7 +48,6 @@ from nettle.files import atomic_write
 from nettle.inspect.feature_history import check_feature_history, with_feature_history
 from nettle.models.build import build_model, check_teacher
 from nettle.safe_yaml import load_yaml_file
-from nettle.train.data_init import data_init
 from nettle.train.guards import NonFiniteLossError, default_dtype_guard
 from nettle.train.lock import run_dir_lock
 
@@ -248,12 +247,6 @@ def _train(
             extras["weights"] = model.weights_report
         groups, plan = _decay_groups(cfg, model)
         extras["decay"] = plan
-        if getattr(model, "units_report", None) is not None:
-            extras["units"] = model.units_report
-        if cfg.model.init == "data":  # once, before training (a resume loads over it)
-            m = cfg.model
-            init = data_init(model, train, m.init_batch, m.init_tol, seed=cfg.train.seed)
-            extras["data_init"] = init.to_dict()
         trainer = Trainer(
             model,
             train,
@@ -282,11 +275,7 @@ def _train(
             raise
         final_report = getattr(objective, "final_report", None)
         if final_report is not None:  # e.g. the Bayesian compression of the trained model
-            extras |= final_report(
-                model,
-                lambda m: evaluate(m, test, d.eval_batch_size)["acc"],
-                run_dir if main else None,  # where it may draw (rank 0 writes)
-            )
+            extras |= final_report(model, lambda m: evaluate(m, test, d.eval_batch_size)["acc"])
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed, write=main)
 
 
