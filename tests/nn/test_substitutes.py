@@ -36,6 +36,9 @@ SPECS = [
     "TensorTrain_0.5",
     "Tucker_0.5",
     "CP_0.5",
+    "TensorTrain4_0.5",
+    "Tucker4_0.5",
+    "CP4_0.5",
 ]
 SHAPES = [  # (in, out, k, stride, padding, dilation)
     (8, 8, 3, 1, 1, 1),
@@ -190,6 +193,31 @@ def test_tensor_from_dense_at_full_rank_equals_the_dense_conv(cls, setting):
                     * torch.randn(1, 6, 3, 3, dtype=torch.float64)
                 )
         torch.testing.assert_close(cls.from_dense(dense, setting)(x), dense(x))
+
+
+# full rank of (3, 4, 5, 2): TT ranks (3, 10, 2), so s = 2.5 on min(4, 5); Tucker s = 1;
+# CP rank 3 * 4 * 2 = 24 = round(12 * 2)
+@pytest.mark.parametrize(("cls", "setting"), [(TensorTrain, 2.5), (Tucker, 1.0), (CP, 12.0)])
+def test_order_4_from_dense_at_full_rank_equals_the_dense_conv(cls, setting):
+    torch.manual_seed(0)
+    assert tensor_dims(12, 10, 4) == (3, 4, 5, 2)  # 120 ** (1/4) = 3.3 -> m = 3
+    x = torch.rand(2, 10, 5, 5, dtype=torch.float64)
+    dense = nn.Conv2d(10, 12, 1, bias=True).double()
+    layer = cls.from_dense(dense, setting, order=4)
+    assert len(layer.dims) == 4
+    torch.testing.assert_close(layer(x), dense(x))
+
+
+def test_order_4_views_follow_the_reference_rule():
+    assert tensor_dims(640, 640, 4) == (25, 32, 32, 16)  # m = round(640^(1/2)) = 25
+    assert tensor_dims(16, 16, 4) == (4, 4, 4, 4)  # a perfect fourth power
+    layer = create_conv("TensorTrain4_0.8", 640, 640, 3, padding=1)
+    assert [tuple(f.shape) for f in layer.factors] == [
+        (1, 25, 20),
+        (20, 32, 26),
+        (26, 32, 13),
+        (13, 16, 1),
+    ]
 
 
 def test_cp_from_dense_below_full_rank_fits_a_low_rank_tensor():

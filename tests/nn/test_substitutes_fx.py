@@ -22,6 +22,9 @@ SETTINGS = {  # a setting each substitute accepts on the shapes below (None: its
     "shuffle": 2,
     "tensortrain": 0.5,
     "tucker": 0.5,
+    "cp4": 0.5,
+    "tensortrain4": 0.5,
+    "tucker4": 0.5,
 }
 
 
