@@ -99,6 +99,7 @@ class ResNet(nn.Module):
                 c_in = planes * block.expansion
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool.reference_window = True  # the reference's AvgPool2d(7) (conventions.py)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(c_in, num_classes)
         self.at_layers = ["layer1", "layer2", "layer3", "layer4"]
