@@ -102,3 +102,18 @@ def test_the_strip_draws_the_strongest_channel_per_epoch():
     assert float(cells[7].images[0].get_array().mean()) == 3.0  # epoch 5, input 1
     with pytest.raises(ValueError, match=r"channel 4 of layer 'c' is outside 0\.\.3"):
         plot_feature_history(history, "c", channel=4)
+
+
+def test_inspect_draws_a_strip_per_recorded_layer(runs, tmp_path, monkeypatch):
+    import sys
+
+    from nettle.inspect.report import inspect_run
+
+    monkeypatch.setitem(sys.modules, "captum", None)  # attributions left out, with a note
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    files = inspect_run(runs[0], tmp_path, top=2, max_examples=40)
+    assert {"feature_history_net.stem.2", "feature_history_net.fc"} <= set(files.images)
+    assert "attributions" not in files.images
+    page = files.index_html.read_text()
+    assert "pip install &#x27;nettle[attribution]&#x27;" in page
+    assert "Feature maps of net.fc for fixed test inputs at each recorded epoch." in page

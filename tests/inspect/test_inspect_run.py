@@ -15,6 +15,8 @@ from nettle.train.data import create_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+EXTRA = {"attributions", "weights", "interpolation_grid"}
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -49,6 +51,7 @@ def test_inspect_run_defaults_pages_and_brute_force_patches(run_dir, tmp_path):
         "filters",
         "history",
         *(f"top_patches_c{c}" for c in files.channels),
+        *EXTRA,
     }
     for key, path in files.images.items():
         assert path.parent == tmp_path / "out" and _not_blank(path), key
@@ -79,7 +82,13 @@ def test_inspect_run_featurevis_and_errors(run_dir, tmp_path):
     files = inspect_run(
         run_dir, tmp_path, layer="net.stem.2", channels=[3], top=4, featurevis=True, steps=40
     )
-    assert set(files.images) == {"filters", "history", "top_patches_c3", "featurevis_c3"}
+    assert set(files.images) == {
+        "filters",
+        "history",
+        "top_patches_c3",
+        "featurevis_c3",
+        *EXTRA,
+    }
     assert _not_blank(files.images["featurevis_c3"])
     with pytest.raises(ValueError, match=r"'net\.fc'.*traceable conv layers: net\.stem\.0, "):
         inspect_run(run_dir, tmp_path, layer="net.fc")
@@ -94,7 +103,13 @@ def test_inspect_cli(run_dir, tmp_path, capsys):
     assert main([*argv, "--top", "3", "--max-examples", "50", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["layer"] == "net.stage1.0" and out["channels"] == [1, 5]
-    assert set(out["images"]) == {"filters", "history", "top_patches_c1", "top_patches_c5"}
+    assert set(out["images"]) == {
+        "filters",
+        "history",
+        "top_patches_c1",
+        "top_patches_c5",
+        *EXTRA,
+    }
     assert out["index_html"] == str(tmp_path / "index.html")
     assert main(["inspect", str(run_dir), "-o", str(tmp_path), "--layer", "net.pool"]) == 2
     assert "traceable conv layers" in capsys.readouterr().err

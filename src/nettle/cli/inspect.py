@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="filters, top patches, feature visualisations and history of a trained run",
         description="Load a trained run dir and write PNGs plus index.html/index.md: the first "
         "conv layer's filters, the top input patches of chosen channels, optionally their "
-        "feature visualisations, the training history and per-layer activation statistics.",
+        "feature visualisations, the training history, attributions (Grad-CAM, saliency, "
+        "integrated gradients), weights and biases, the model over an interpolation plane, "
+        "feature maps recorded while training and per-layer activation statistics.",
     )
     p.add_argument("run_dir", help="a run dir written by `nettle train`")
     p.add_argument(
@@ -37,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "test"], default="test")
     p.add_argument("--max-examples", type=int, default=None, help="first N examples only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cam-layer", default=None, help="Grad-CAM's layer (default: the last conv layer)"
+    )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--json", action="store_true", help="print the written files as JSON")
     p.set_defaults(func=run)
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         max_examples=args.max_examples,
         seed=args.seed,
+        cam_layer=args.cam_layer,
     )
     if args.json:
         out = {

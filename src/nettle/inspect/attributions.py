@@ -23,11 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from nettle.inspect.activations import eval_mode, get_layers, model_device
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "METHODS",
@@ -35,6 +39,7 @@ __all__ = [
     "attribute",
     "grad_cam",
     "integrated_gradients",
+    "plot_attributions",
     "saliency",
 ]
 
@@ -205,3 +210,47 @@ def attribute(
         raise ValueError(f"{method} attributes to the input; a layer is for grad_cam only")
     fn = saliency if method == "saliency" else integrated_gradients
     return fn(model, inputs, target)
+
+
+_TITLES = {
+    "saliency": "saliency |grad|",
+    "integrated_gradients": "integrated gradients",
+    "grad_cam": "Grad-CAM",
+}
+
+
+def plot_attributions(results: Sequence[Attribution], max_inputs: int = 8) -> Figure:
+    """The inputs (titled with their target class), then one row per attribution method.
+
+    Grad-CAM is drawn over the input (jet, half transparent); saliency as a heat map (each map
+    scaled to its own maximum); integrated gradients on a diverging scale symmetric about 0
+    (red: for the class, blue: against).
+    """
+    from matplotlib.figure import Figure
+
+    from nettle.inspect.plots import _show
+
+    if not results:
+        raise ValueError("no attributions to plot")
+    first = results[0]
+    n = min(max_inputs, len(first.inputs))
+    fig = Figure(figsize=(1.3 * n + 1.0, 1.4 * (1 + len(results)) + 0.6), layout="constrained")
+    axes = fig.subplots(1 + len(results), n, squeeze=False)
+    for j in range(n):
+        _show(axes[0][j], first.inputs[j], f"target {int(first.targets[j])}")
+    axes[0][0].set_ylabel("input")
+    for row, res in enumerate(results, start=1):
+        for j in range(n):
+            ax, m = axes[row][j], res.maps[j].sum(0)
+            if res.method == "grad_cam":
+                _show(ax, res.inputs[j])
+                ax.imshow(m.numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
+            elif res.method == "integrated_gradients":
+                lim = float(m.abs().max()) or 1.0
+                _show(ax, m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            else:
+                _show(ax, m, cmap="hot", vmin=0.0, vmax=float(m.max()) or 1.0)
+        label = _TITLES[res.method] + (f"\n{res.layer}" if res.layer else "")
+        axes[row][0].set_ylabel(label, fontsize=8)
+    fig.suptitle("Attributions of the target logit")
+    return fig

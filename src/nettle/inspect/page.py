@@ -16,6 +16,12 @@ __all__ = ["PAGES", "write_pages"]
 _CAPTIONS = {
     "filters": "First-layer filters, each scaled to its own range.",
     "history": "Training history from metrics.jsonl.",
+    "attributions": "Attributions of the first test examples for their predicted class: "
+    "Grad-CAM over the input, saliency (|gradient|) and integrated gradients (from a blank "
+    "input; red for the class, blue against).",
+    "weights": "Weights (histogram) and biases (per output unit) of each conv and linear layer.",
+    "interpolation_grid": "The model over the plane x + alpha (y - x) + beta (z - x) through "
+    "three test examples: predicted class, its probability, and the probed channel.",
 }
 _STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
@@ -33,6 +39,9 @@ def _caption(key: str) -> str:
         return f"Channel {c}: the inputs with the highest activation and the patch behind each."
     if kind == "featurevis":
         return f"Channel {c}: image optimised to maximise the channel's mean activation."
+    if key.startswith("feature_history_"):
+        layer = key.removeprefix("feature_history_")
+        return f"Feature maps of {layer} for fixed test inputs at each recorded epoch."
     return key
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "plot_probabilities",
     "plot_render",
     "plot_top_patches",
+    "plot_weights",
 ]
 
 
@@ -93,6 +94,40 @@ def plot_filters(conv: nn.Module | torch.Tensor, name: str = "", max_filters: in
     if len(shown) < len(w):
         title += f" (first {len(shown)})"
     return _images(images, [f"#{i}" for i in range(len(shown))], title)
+
+
+def plot_weights(model: nn.Module, max_layers: int = 12, bins: int = 40) -> Figure:
+    """Weights and biases of each conv and linear layer: a histogram of its weights beside its
+    biases (a bar per output unit, or a histogram for more than 64), one row per layer."""
+    layers = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor)
+        and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+    ][:max_layers]
+    if not layers:
+        raise ValueError("the model has no conv or linear layer with weights")
+    fig = Figure(figsize=(8.0, 1.6 * len(layers) + 0.6), layout="constrained")
+    axes = fig.subplots(len(layers), 2, squeeze=False)
+    for (name, m), (ax_w, ax_b) in zip(layers, axes):
+        w = m.weight.detach().float().cpu().flatten()
+        ax_w.hist(w.numpy(), bins=bins, color="tab:blue")
+        ax_w.set_ylabel(name, fontsize=8)
+        ax_w.set_title(f"weights: {w.numel()}, mean {w.mean():.2g}, std {w.std():.2g}", fontsize=8)
+        bias = getattr(m, "bias", None)
+        if not isinstance(bias, torch.Tensor):
+            ax_b.set_axis_off()
+            ax_b.text(0.5, 0.5, "no bias", ha="center", va="center", transform=ax_b.transAxes)
+            continue
+        b = bias.detach().float().cpu()
+        if len(b) <= 64:
+            ax_b.bar(range(len(b)), b.numpy(), color="tab:orange")
+            ax_b.set_xlabel("output unit", fontsize=8)
+        else:
+            ax_b.hist(b.numpy(), bins=bins, color="tab:orange")
+        ax_b.set_title(f"biases: {len(b)}, mean {b.mean():.2g}", fontsize=8)
+    fig.suptitle("Weights and biases per layer")
+    return fig
 
 
 def plot_feature_maps(maps: torch.Tensor, name: str = "", max_maps: int = 32) -> Figure:

@@ -1,10 +1,12 @@
-"""One inspection of a trained run: filters, top patches, feature visualisations, history.
+"""One inspection of a trained run: filters, top patches, feature visualisations, history,
+attributions, weights, the interpolation plane and the feature maps recorded while training.
 
 `inspect_run(run_dir, out_dir)` loads the run's model (`best.pt`, else `last.pt`) and a split
 of its data set, and writes PNGs, an `index.html` (images embedded, so the file stands alone)
 and an `index.md` (images linked by relative path) into `out_dir`. The image keys of
 `InspectionFiles.images` are stable: `filters`, `top_patches_c{C}`, `featurevis_c{C}`,
-`history`.
+`history`, and those of `nettle.inspect.report_sections`: `attributions`, `weights`,
+`interpolation_grid`, `feature_history_{layer}`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from nettle.inspect.featurevis import render
 from nettle.inspect.page import PAGES, write_pages
 from nettle.inspect.plots import plot_filters, plot_history, plot_render, plot_top_patches
 from nettle.inspect.probes import top_patches
+from nettle.inspect.report_sections import draw_sections, plan_sections
 from nettle.inspect.trace import FieldTracer, Rect, UntraceableError
 
 __all__ = ["InspectionFiles", "default_layer", "inspect_run", "traceable_layers"]
@@ -189,6 +192,7 @@ def inspect_run(
     split: str = "test",
     max_examples: int | None = None,
     seed: int = 0,
+    cam_layer: str | None = None,
 ) -> InspectionFiles:
     """Inspect a trained run and write the PNGs and index pages into `out_dir`.
 
@@ -203,6 +207,7 @@ def inspect_run(
         split: the data split searched for top patches ("train" or "test").
         max_examples: use only the first examples of the split.
         seed: the feature visualisation's seed.
+        cam_layer: Grad-CAM's layer (default: the last `nn.Conv2d`).
 
     Raises:
         ValueError: an unknown or untraceable layer, a channel out of range (the message
@@ -239,7 +244,8 @@ def inspect_run(
     summary = _read_json(run_dir / "summary.json")
     history = any(r.get("kind", "epoch") == "epoch" and "epoch" in r for r in records)
     first = _first_conv(model)
-    out.claim(_output_names(first is not None, channels, featurevis, history))
+    sections = plan_sections(model, run_dir, cam_layer)
+    out.claim(_output_names(first is not None, channels, featurevis, history) + sections.names)
     images: dict[str, Path] = {}
     if first is not None:
         images["filters"] = _save(plot_filters(first[1], first[0]), out, "filters.png")
@@ -252,6 +258,7 @@ def inspect_run(
             images[f"featurevis_c{c}"] = _save(fig, out, f"featurevis_c{c}.png")
     if history:
         images["history"] = _save(plot_history(records), out, "history.png")
+    images |= draw_sections(sections, model, data, layer, channels[0], out, _save)
     stat_layers = [n for n, m in model.named_modules() if isinstance(m, _STATS_TYPES)]
     stats = activation_stats(model, _subset(data, 2000), stat_layers, sample_size=100_000)
     summary = summary if isinstance(summary, dict) else {}
@@ -263,6 +270,8 @@ def inspect_run(
         "layer": layer,
         "channels": ", ".join(f"{c} (mean {float(means[c]):.3g})" for c in channels),
         "test accuracy": _fmt(final.get("test_acc")),
+        "Grad-CAM layer": sections.cam_layer if "attributions" in images else None,
+        **sections.notes,
     }
     html, md = write_pages(out, info, images, stats)
     return InspectionFiles(html, md, images, layer, list(channels), stats)
