@@ -33,6 +33,7 @@ from nettle.safe_yaml import YAMLInputError, load_yaml, load_yaml_file
 
 __all__ = [
     "EXECUTION_KEYS",
+    "UNIT_PARAMETERS",
     "AdversarialConfig",
     "AugmentConfig",
     "BayesConfig",
@@ -50,6 +51,7 @@ __all__ = [
     "OptimConfig",
     "ScheduleConfig",
     "TrainConfig",
+    "UnitRule",
     "apply_overrides",
     "config_hash",
     "digest",
@@ -181,6 +183,60 @@ class BudgetConfig(_Strict):
         return self
 
 
+class UnitRule(_Strict):
+    """One rule of `model.units` (`nettle.models.units`): which layers get which unit.
+
+    Activations (relu, relog, relog1p) and folds (maxout, minmaxout) replace activation
+    modules (ReLU, ReLog, ReLog1p); a fold also widens the conv/linear layer before it (and its
+    BatchNorm) by its group size. Quadratic, elliptical and spherical units replace plain
+    Conv2d/Linear layers, keeping their weights. Layers are module names as in
+    `model.named_modules()`; a container selects every layer of the rule's kind inside it.
+    """
+
+    unit: Literal[
+        "relu", "relog", "relog1p", "maxout", "minmaxout", "quadratic", "elliptical", "spherical"
+    ] = Field(description="the unit to put in the selected layers")
+    layers: Literal["all"] | list[str] = Field(
+        "all", description="'all', or module names (containers select what they hold)"
+    )
+    last: int | None = Field(None, ge=1, description="only the last k layers of the unit's kind")
+    b: float | None = Field(None, gt=1, description="relog: base of the log (10)")
+    eps: float | None = Field(None, gt=0, description="relog: added before the log (0.01)")
+    c: float | None = Field(None, description="relog: added after the log (2)")
+    beta: float | None = Field(None, gt=0, description="relog1p: final strength (2)")
+    step: float | None = Field(
+        None, ge=0, description="relog1p/elliptical/spherical: annealing per step (0.001)"
+    )
+    k: int | None = Field(None, ge=1, description="maxout/minmaxout: group size of the max (4)")
+    k_min: int | None = Field(None, ge=1, description="minmaxout: group size of the min (2)")
+    mode: Literal["max", "min"] | None = Field(None, description="maxout: max (OR) or min (AND)")
+
+    @model_validator(mode="after")
+    def _parameters_of_the_unit(self) -> UnitRule:
+        own = UNIT_PARAMETERS[self.unit]
+        given = [k for k in _UNIT_OPTIONS if getattr(self, k) is not None and k not in own]
+        if given:
+            takes = ", ".join(own) or "no parameters"
+            raise ValueError(f"{given[0]} is not a parameter of {self.unit} (it takes {takes})")
+        if self.last is not None and self.layers != "all":
+            raise ValueError("give layers (names) or last (a count), not both")
+        return self
+
+
+UNIT_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "relu": (),
+    "relog": ("b", "eps", "c"),
+    "relog1p": ("beta", "step"),
+    "maxout": ("k", "mode"),
+    "minmaxout": ("k", "k_min"),
+    "quadratic": (),
+    "elliptical": ("step",),
+    "spherical": ("step",),
+}
+"""The parameters each unit of `UnitRule` takes."""
+_UNIT_OPTIONS = ("b", "eps", "c", "beta", "step", "k", "k_min", "mode")
+
+
 class ModelConfig(_Strict):
     """Which network to build (`nettle.models.create_model`), and the weights it starts from
     (`nettle.models.weights`)."""
@@ -217,8 +273,24 @@ class ModelConfig(_Strict):
         False, description="recompute block activations in the backward pass (saves memory)"
     )
     activation: Literal["relu", "relog", "relog1p"] = Field(
-        "relu", description="replace every ReLU (nettle.nn.logic)"
+        "relu",
+        description="replace every ReLU (nettle.nn.logic); shorthand of units: "
+        "[{unit: relog}], so not given with units",
     )
+    units: list[UnitRule] = Field(
+        default_factory=list,
+        description="logic-inspired units per layer, rules in order (nettle.models.units)",
+    )
+    output: Literal["logits", "sigmoid"] = Field(
+        "logits", description="sigmoid: the model outputs sigmoid(logits), one per class"
+    )
+    init: Literal["default", "data"] = Field(
+        "default",
+        description="data: scale each conv/linear layer to unit output variance on a batch "
+        "of training data before training (LSUV, nettle.train.data_init)",
+    )
+    init_batch: int = Field(256, ge=2, description="init=data: training examples used")
+    init_tol: float = Field(0.05, gt=0, lt=1, description="init=data: allowed |variance - 1|")
     maxout: Literal["", "max", "min", "minmax"] = Field(
         "", description="fold widened conv outputs with max/min (simple-cnn)"
     )
@@ -243,6 +315,15 @@ class ModelConfig(_Strict):
     def _budget_needs_a_substitute(self) -> ModelConfig:
         if self.budget is not None and not self.conv:
             raise ValueError("model.budget needs model.conv naming a substitute, e.g. Generic")
+        return self
+
+    @model_validator(mode="after")
+    def _activation_or_units(self) -> ModelConfig:
+        if self.units and self.activation != "relu":
+            raise ValueError(
+                f"model.activation={self.activation} is the shorthand of "
+                f"units: [{{unit: {self.activation}}}]; give it as a rule of model.units"
+            )
         return self
 
     @model_validator(mode="after")
@@ -325,7 +406,19 @@ class TrainConfig(_Strict):
         description="sigmoid_mse/bce: one independent sigmoid output per class; "
         "ctc: sequence labels (nettle.train.ctc, e.g. crnn on digit-lines)",
     )
-    strictening: float = Field(0.0, ge=0, description="weight of the strictening regulariser")
+    strictening: float = Field(
+        0.0, ge=0, description="weight of strictening_l1 (shorthand of regularizer, see below)"
+    )
+    regularizer: Literal[
+        "",
+        "strictening_l1",
+        "strictening_l2",
+        "max_fit_l1",
+        "max_fit_l2",
+        "max_margin_l1",
+        "max_margin_l2",
+    ] = Field("", description="a logic regulariser (nettle.nn.logic_losses.logic_regularizer)")
+    regularizer_weight: float = Field(0.0, ge=0, description="its weight")
     negatives: Literal["", "scramble", "overlay"] = Field(
         "", description="add open-world negatives with all-zero targets (sigmoid losses only)"
     )
@@ -523,8 +616,15 @@ def section_clash(cfg: ExperimentConfig) -> str | None:
     logic = {
         "train.loss": t.loss in ("sigmoid_mse", "bce"),
         "train.strictening": t.strictening > 0,
+        "train.regularizer": bool(t.regularizer),
         "train.negatives": bool(t.negatives),
     }
+    if t.strictening > 0 and t.regularizer:
+        return "train.strictening is the shorthand of regularizer: strictening_l1; give one"
+    if bool(t.regularizer) != (t.regularizer_weight > 0):
+        return "train.regularizer and train.regularizer_weight (above 0) go together"
+    if cfg.model.output == "sigmoid" and t.loss not in ("sigmoid_mse", "bce"):
+        return "model.output=sigmoid needs train.loss sigmoid_mse or bce (not cross-entropy)"
     if t.loss == "ctc":
         clash = [k for k, v in (on | logic).items() if v and k != "train.loss"]
         clash += ["train.label_smoothing"] if t.label_smoothing > 0 else []
@@ -536,7 +636,8 @@ def section_clash(cfg: ExperimentConfig) -> str | None:
         return "bayes and distill cannot be combined in one run"
     if any(logic.values()) and any(on.values()):
         sections = [k for k, v in on.items() if v]
-        return f"train.loss/strictening/negatives cannot be combined with {', '.join(sections)}"
+        logic_keys = "train.loss/strictening/regularizer/negatives"
+        return f"{logic_keys} cannot be combined with {', '.join(sections)}"
     if t.negatives and t.loss not in ("sigmoid_mse", "bce"):
         return "train.negatives needs a sigmoid loss (train.loss: sigmoid_mse or bce)"
     return None

@@ -48,6 +48,7 @@ from nettle.files import atomic_write
 from nettle.inspect.feature_history import check_feature_history, with_feature_history
 from nettle.models.build import build_model, check_teacher
 from nettle.safe_yaml import load_yaml_file
+from nettle.train.data_init import data_init
 from nettle.train.guards import NonFiniteLossError, default_dtype_guard
 from nettle.train.lock import run_dir_lock
 
@@ -247,6 +248,12 @@ def _train(
             extras["weights"] = model.weights_report
         groups, plan = _decay_groups(cfg, model)
         extras["decay"] = plan
+        if getattr(model, "units_report", None) is not None:
+            extras["units"] = model.units_report
+        if cfg.model.init == "data":  # once, before training (a resume loads over it)
+            m = cfg.model
+            init = data_init(model, train, m.init_batch, m.init_tol, seed=cfg.train.seed)
+            extras["data_init"] = init.to_dict()
         trainer = Trainer(
             model,
             train,

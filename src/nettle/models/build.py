@@ -21,6 +21,7 @@ from torch import nn
 from nettle.config import ConfigError, ExperimentConfig, ModelConfig, load_config, load_config_dict
 from nettle.models.factory import MODELS, create_model
 from nettle.models.references import is_reference
+from nettle.models.units import add_sigmoid_output, apply_units, unit_rules
 from nettle.models.weights import file_sha256, load_pretrained
 from nettle.train.checkpoint import load_checkpoint
 from nettle.train.data import get_dataset_info
@@ -61,10 +62,12 @@ def build_model(cfg: ExperimentConfig, pretrained: bool = True) -> nn.Module:
     report = load_pretrained(model, cfg.model) if pretrained else None
     if report is not None:
         model.weights_report = report.to_dict()  # type: ignore[assignment]
-    if cfg.model.activation != "relu":
-        from nettle.nn.logic import ReLog, ReLog1p, replace_relu
-
-        replace_relu(model, {"relog": ReLog, "relog1p": ReLog1p}[cfg.model.activation])
+    rules = unit_rules(cfg.model)
+    if rules:  # logic-inspired units by layer; the report goes to the run's summary
+        example = torch.rand(2, in_channels, *info.image_size)
+        model.units_report = apply_units(model, rules, example).to_dict()  # type: ignore[assignment]
+    if cfg.model.output == "sigmoid":
+        add_sigmoid_output(model)
     if cfg.model.checkpoint_blocks:
         from nettle.nn.checkpointing import checkpoint_blocks
 

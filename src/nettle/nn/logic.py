@@ -11,7 +11,11 @@ networks": units that fire only on strong evidence and combine evidence like OR 
   preceding layer by the folding factor to keep the output width (`folding_factor`).
 - `QuadraticLinear` / `QuadraticConv2d`: `W x + b + Q x^2` with a signed `Q`.
 - `EllipticalLinear` / `EllipticalConv2d`: `W x + b - a * (|Q| x^2) + a * gamma`, curvature `a`
-  annealed from 0 to 1 (`spherical=True` shares one `Q` per output unit: a sphere).
+  annealed from 0 to 1 (`models.py` of the research code, Jan 2020).
+- `SphericalLinear` / `SphericalConv2d`: the elliptical unit with one `|q|` per output unit
+  shared by all its inputs, `W x + b - a |q| sum(x^2) + a * gamma`: it fires inside a sphere.
+  The research code's `notebooks/spherical_filters.ipynb` (Oct 2019) fixed the radius
+  (`-a * mean(x^2) + a / 4` with `a = 1 / r0^2`); here `|q|` (that is, the radius) is learned.
 
 Annealed quantities are buffers, so checkpoints restore them and resume stays exact.
 Shapes: activations are elementwise; maxout folds dim 1 (channels or features).
@@ -35,6 +39,8 @@ __all__ = [
     "QuadraticLinear",
     "ReLog",
     "ReLog1p",
+    "SphericalConv2d",
+    "SphericalLinear",
     "folding_factor",
     "maxout",
     "relog",
@@ -194,6 +200,25 @@ class EllipticalLinear(QuadraticLinear):
     elliptical = True
 
 
+class SphericalLinear(EllipticalLinear):
+    """`W x + b - a |q| sum_i x_i^2 + a * gamma`: one learned curvature per output unit.
+
+    Parameters: the linear layer's plus one `q` per output unit (`out_features`).
+    Shapes: (N, in_features) -> (N, out_features).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        step: float = 1e-3,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, True, step, device, dtype)
+
+
 class QuadraticConv2d(nn.Conv2d, _QuadraticMixin):
     """Convolution plus a quadratic term `Q * x^2` (signed `Q`, starts at 0)."""
 
@@ -228,6 +253,30 @@ class EllipticalConv2d(QuadraticConv2d):
     """Convolutional elliptical unit: `conv(x) - a * conv(x^2, |Q|) + a * gamma`."""
 
     elliptical = True
+
+
+class SphericalConv2d(EllipticalConv2d):
+    """Convolutional spherical unit: `conv(x) - a |q| (sum of x^2 over the window) + a * gamma`.
+
+    Parameters: the convolution's plus one `q` per output channel.
+    Shapes: (N, in_channels, H, W) -> (N, out_channels, H', W') as the convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+        step: float = 1e-3,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, bias, True, step, device, dtype
+        )
 
 
 class QuadraticExpansion(nn.Module):

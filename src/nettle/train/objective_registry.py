@@ -107,8 +107,9 @@ def build_ctc(
 def build_logic(
     cfg: ExperimentConfig, model: nn.Module, train_set: Dataset, device: torch.device
 ) -> tuple[Objective, dict[str, Any]]:
-    """Sigmoid losses, strictening and negatives (`train.loss`, `strictening`, `negatives`)."""
-    return LogicObjective(cfg.train), {}
+    """Sigmoid losses, logic regularisers and negatives (`train.loss`, `strictening`,
+    `regularizer`, `negatives`; sigmoid outputs with `model.output: sigmoid`)."""
+    return LogicObjective(cfg.train, probabilities=cfg.model.output == "sigmoid"), {}
 
 
 @register_objective("adversarial", when=lambda cfg: cfg.adversarial is not None)
