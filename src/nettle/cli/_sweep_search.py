@@ -1,12 +1,15 @@
 """`nettle sweep search FILE --trials N`: hyper-parameter search over sweep runs (Optuna).
 
     nettle sweep search FILE --trials N [--slots K] [--metric test_acc --direction maximize]
-                             [--sampler tpe|random] [--seed S] [--retries R]
-                             [--root DIR] [--store PATH] [--json]
+                             [--sampler tpe|random|nsga2|nsga3] [--pruner median|...|none]
+                             [--seed S] [--retries R] [--root DIR] [--store PATH] [--json]
 
-The file's `search:` section declares the space (see `nettle.experiment.search`). Every trial
-is an ordinary run in the store under the file's sweep name (`nettle runs --sweep NAME`); the
-study lives beside the store (`ROOT/nettle-search.db`), so calling again adds N more trials.
+The file's `search:` section declares the space, the objectives (several: the Pareto front),
+constraints such as `params <= 20000`, the sampler and the pruner (see
+`nettle.experiment.search_space`). A trial starts whenever a slot frees. Every trial is an
+ordinary run in the store under the file's sweep name (`nettle runs --sweep NAME`, `nettle
+report NAME`: the front and the infeasible trials); the study lives beside the store
+(`ROOT/nettle-search.db`), so calling again adds N more trials.
 """
 
 from __future__ import annotations
@@ -33,9 +36,20 @@ def add_search_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="sweep YAML file with a search: section")
     p.add_argument("--trials", type=int, required=True, help="new trials to run")
     p.add_argument("--slots", type=int, default=1, help="trials run at a time (1)")
-    p.add_argument("--metric", default=None, help="final metric (file's, else test_acc)")
+    p.add_argument("--metric", default=None, help="one objective instead of the file's")
     p.add_argument("--direction", choices=("maximize", "minimize"), default=None)
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument(
+        "--sampler",
+        choices=("tpe", "random", "nsga2", "nsga3"),
+        default=None,
+        help="instead of the file's (default: tpe for one objective, nsga2 for several)",
+    )
+    p.add_argument(
+        "--pruner",
+        choices=("median", "percentile", "successive_halving", "hyperband", "threshold", "none"),
+        default=None,
+        help="instead of the file's (default: median for one objective, none for several)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler seed (0)")
     p.add_argument("--retries", type=int, default=1, help="extra attempts of a failed run (1)")
     p.add_argument("--root", default="runs", help="runs go to ROOT/<sweep>/<id> (runs)")
@@ -79,8 +93,9 @@ def run_search_cli(args: argparse.Namespace) -> int:
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "trial" and not args.json:
-            value = "" if info["value"] is None else f"{info['value']:.4g}"
+            value = " ".join(f"{v:.4g}" for v in info["values"] or [])
             note = " (stored result)" if info["reused"] else ""
+            note += " infeasible" if info["feasible"] is False else ""
             note += f" {info['reason']}" if info["reason"] else ""
             err.print(
                 f"trial {info['number']} {info['state']} {value} {_fmt(info['params'])}{note}"
@@ -95,6 +110,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         metric=args.metric,
         direction=args.direction,
         sampler=args.sampler,
+        pruner=args.pruner,
         seed=args.seed,
         retries=args.retries,
         progress=progress,
@@ -105,24 +121,38 @@ def run_search_cli(args: argparse.Namespace) -> int:
         _print_result(result)
     if result.interrupted:
         return ExitCode.INTERRUPTED
-    return ExitCode.OK if result.best is not None else ExitCode.FAILED
+    return ExitCode.OK if result.front else ExitCode.FAILED
+
+
+def _values(t: Any) -> list[str]:
+    return [f"{v:.4g}" for v in t.values] if t.values else [""]
 
 
 def _print_result(result: Any) -> None:
     out = Console()
+    metrics = [o["metric"] for o in result.objectives]
     table = Table(title=f"search {result.sweep}: {len(result.trials)} trials this call")
-    for col in ("trial", "state", result.metric, "params", "run"):
+    for col in ("trial", "state", *metrics, "feasible", "params", "run"):
         table.add_column(col, overflow="fold")
     for t in result.trials:
-        value = "" if t.value is None else f"{t.value:.4g}"
-        table.add_row(str(t.number), t.state, value, _fmt(t.params), t.run_id or "")
+        values = _values(t) + [""] * (len(metrics) - len(_values(t)))
+        feasible = "" if t.feasible is None or not result.constraints else str(t.feasible).lower()
+        note = t.reason if t.state != "complete" and t.reason else _fmt(t.params)
+        table.add_row(str(t.number), t.state, *values, feasible, note, t.run_id or "")
     out.print(table)
-    out.print(f"study {result.sweep}: {result.total_trials} trials in {result.study}")
-    if result.best is None:
-        out.print("[red]no trial has finished[/]")
+    limits = f", constraints {', '.join(result.constraints)}" if result.constraints else ""
+    out.print(f"study {result.sweep}: {result.total_trials} trials in {result.study}{limits}")
+    if not result.front:
+        out.print("[red]no trial has finished within the constraints[/]")
         return
-    b = result.best
-    out.print(
-        f"best: trial {b.number}, {result.metric} = {b.value:.4g} ({result.direction}), "
-        f"{_fmt(b.params)}; run {b.run_id} in {result.best_run_dir}"
-    )
+    if result.best is not None:
+        b = result.best
+        out.print(
+            f"best: trial {b.number}, {result.metric} = {b.value:.4g} ({result.direction}), "
+            f"{_fmt(b.params)}; run {b.run_id} in {result.best_run_dir}"
+        )
+        return
+    out.print(f"Pareto front ({', '.join(metrics)}): {len(result.front)} trials")
+    for t in result.front:
+        shown = ", ".join(f"{m} = {v:.4g}" for m, v in zip(metrics, t.values))
+        out.print(f"  trial {t.number}: {shown}; {_fmt(t.params)}; run {t.run_id}")

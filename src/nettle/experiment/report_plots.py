@@ -4,7 +4,9 @@ curves, drawn so that they stay readable from one run to a sweep of a thousand.
 Runs are coloured by substitute family (`substitute_family`: the `conv` spec without its
 setting) and marked by training mode (`training_mode`: plain, distilled, adversarial, bayes).
 The trade-off plots draw every run; beyond `MANY_RUNS` runs they name only the Pareto front
-and the runs a record marks with `label: true`, at most `LABEL_CAP` names. Published results
+and the runs a record marks with `label: true`, at most `LABEL_CAP` names. Runs of a search
+marked `infeasible` (they break a constraint) are grey crosses, never on the front; those marked
+`front` (the search's Pareto front) are ringed in red. Published results
 (`ReferencePoint`) are named black stars. Beyond `MANY_RUNS` runs, the robustness and learning
 curves show, per training mode, one median line per family with its min-max band.
 """
@@ -172,9 +174,10 @@ def plot_tradeoff(
     ys = np.array([_error(r) for r in rows], dtype=float)
     fig = Figure(figsize=(7.6, 4.6), layout="constrained")
     ax = fig.add_subplot()
-    _scatter_runs(ax, rows, xs, ys, colors)
-    front = pareto_front(list(zip(xs.tolist(), ys.tolist())))
-    extra: list[Any] = []
+    ok = [i for i, r in enumerate(rows) if not r.get("infeasible")]  # a search's constraints
+    _scatter_runs(ax, [rows[i] for i in ok], xs[ok], ys[ok], colors)
+    front = [ok[k] for k in pareto_front(list(zip(xs[ok].tolist(), ys[ok].tolist())))]
+    extra = _search_marks(ax, rows, xs, ys)
     if len(front) > 1:
         ax.step(xs[front], ys[front], where="post", color="tab:red", label="Pareto front", zorder=2)
         extra.append(Line2D([], [], color="tab:red", label="Pareto front"))
@@ -202,6 +205,27 @@ def plot_tradeoff(
     if len(texts) > 1:
         _spread(fig, ax, texts)
     return fig
+
+
+def _search_marks(ax: Axes, rows, xs: np.ndarray, ys: np.ndarray) -> list[Any]:
+    """Grey crosses for runs a search's constraints rule out, red rings for its Pareto front
+    (records marked `infeasible` / `front`); their legend entries."""
+    marks = {
+        "infeasible": {"marker": "x", "color": "0.45", "label": "infeasible (constraint)"},
+        "front": {"marker": "o", "facecolors": "none", "edgecolors": "tab:red",
+                  "label": "search's Pareto front"},
+    }  # fmt: skip
+    legend = []
+    for key, style in marks.items():
+        idx = [i for i, r in enumerate(rows) if r.get(key)]
+        if idx:
+            ax.scatter(xs[idx], ys[idx], s=90 if key == "front" else 36, zorder=4, gid=key, **style)
+            face = {"markerfacecolor": "none"} if key == "front" else {}
+            color, label = style.get("color", style.get("edgecolors")), style["label"]
+            legend.append(
+                Line2D([], [], ls="", marker=style["marker"], color=color, label=label, **face)
+            )
+    return legend
 
 
 _SPREAD = {  # converges on sweeps of 30 to 1,000 runs (bench/report_scale.py)

@@ -140,21 +140,32 @@ class _Scheduler:
     # --- the queue ----------------------------------------------------------------------
 
     def loop(self) -> None:
-        """Fill free slots, reap finished jobs, until the queue is empty or a signal stops it."""
+        """Fill free slots, reap finished jobs, until the queue is empty or a signal stops it.
+
+        A slot that frees is refilled before any bookkeeping, also while the finished jobs
+        are recorded one by one (a search tells its study and asks for the next trial)."""
         while (self.queue or self.running or self.more) and self.stop_signal is None:
             self.fill()
-            finished = [j for j in self.running.values() if j.proc.poll() is not None]
-            for job in finished:
-                self.release(job)
-            self.fill()  # refill the slots before the bookkeeping
-            for job in finished:
+            finished = self.reap()
+            reaped = bool(finished)
+            while finished:
+                self.fill()
+                job = finished.pop(0)
                 self.record(job, stopped=job.pruned is not None)
+                finished += self.reap()
             for job in self.running.values():
                 self._watch_metrics(job)
-            if not finished:
+            if not reaped:
                 time.sleep(self.poll)
         if self.stop_signal is not None:
             self.stop_all()
+
+    def reap(self) -> list[_Job]:
+        """Release the jobs whose leader has exited; they still need recording."""
+        finished = [j for j in self.running.values() if j.proc.poll() is not None]
+        for job in finished:
+            self.release(job)
+        return finished
 
     def fill(self) -> None:
         """Start queued runs, then runs of the source, while slots are free."""

@@ -32,18 +32,21 @@ trial whose config is already done (or pruned) in the store takes the stored res
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nettle.config import ConfigError
-from nettle.experiment.resolve import plan_cost
 from nettle.experiment.schedule import Command, run_sweep
+from nettle.experiment.search_report import (
+    TrialResult,
+    check_study_file,
+    pareto_trials,
+    study_path_of,
+    study_storage,
+    trial_result,
+)
 from nettle.experiment.search_space import (
     SearchSpec,
     build_pruner,
@@ -51,9 +54,9 @@ from nettle.experiment.search_space import (
     load_search,
     optuna_module,
     parse_space,
-    resolve_trial,
 )
-from nettle.experiment.spec import PlannedRun, SweepPlan
+from nettle.experiment.search_trials import TrialSource
+from nettle.experiment.spec import SweepPlan
 from nettle.experiment.store import Store
 
 __all__ = [
@@ -65,26 +68,7 @@ __all__ = [
     "study_path_of",
 ]
 
-log = logging.getLogger(__name__)
 Progress = Callable[[str, dict[str, Any]], None]
-_COST = ("params", "macs")
-
-
-@dataclass
-class TrialResult:
-    """One trial: number, run, sampled values, state (complete, pruned, fail), objective values
-    (`value` is the first), feasibility under the constraints and their relative violations."""
-
-    number: int
-    run_id: str | None
-    params: dict[str, Any]
-    state: str
-    value: float | None = None
-    values: list[float] | None = None
-    feasible: bool | None = None
-    violations: dict[str, float] = field(default_factory=dict)
-    reason: str | None = None
-    reused: bool = False
 
 
 @dataclass
@@ -110,40 +94,12 @@ class SearchResult:
         return asdict(self)
 
 
-def study_path_of(store_path: str | Path) -> Path:
-    """Where the Optuna study of a store lives: `<store stem>-search.db` beside it."""
-    store_path = Path(store_path)
-    return store_path.with_name(store_path.stem + "-search.db")
-
-
-def check_study_file(path: Path) -> None:
-    """Refuse, without writing to it, a file at `path` that is not an Optuna study database."""
-    import sqlite3
-
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        head = f.read(16) if path.is_file() else b""
-    tables = set()
-    if head == b"SQLite format 3\x00":
-        try:
-            db = sqlite3.connect(f"file:{path.resolve()}?mode=ro&immutable=1", uri=True)
-            try:
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-            finally:
-                db.close()
-        except sqlite3.DatabaseError:
-            pass
-    if not {"studies", "trials"} <= tables:
-        raise ValueError(f"{path}: not an Optuna study database; left as is: give another --store")
-
-
 def _open_study(spec: SearchSpec, study_file: Path, seed: int | None) -> Any:
     """The study of `spec` (created or continued), checked against its objectives."""
     optuna = optuna_module()
     check_study_file(study_file)
     study = optuna.create_study(
-        storage=f"sqlite:///{study_file}",
+        storage=study_storage(study_file),
         study_name=spec.name,
         directions=[o.direction for o in spec.objectives],
         load_if_exists=True,
@@ -177,168 +133,6 @@ def _open_study(spec: SearchSpec, study_file: Path, seed: int | None) -> Any:
         study.set_user_attr("metric", spec.objectives[0].metric)
     study.sampler = build_sampler(spec, None if seed is None else seed + len(study.trials))
     return study
-
-
-def _label(number: int, params: dict[str, Any]) -> str:
-    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
-    return f"trial {number}: " + ",".join(parts)
-
-
-def _finite(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
-
-
-class _Trials:
-    """The trials of one call, as the scheduler's `RunSource`: asks Optuna for a trial when a
-    slot frees, reports epochs to its pruner, tells it each outcome from the store."""
-
-    def __init__(self, spec: SearchSpec, study: Any, store: Store, n_trials: int, emit) -> None:
-        self.spec, self.study, self.store, self.n_trials, self.emit = (
-            spec,
-            study,
-            store,
-            n_trials,
-            emit,
-        )
-        self.trial_state = optuna_module().trial.TrialState
-        self.left: deque[tuple[Any, PlannedRun]] = deque()
-        self.waiting: dict[str, list[Any]] = {}  # run id -> its trials (the first owns the job)
-        self.reported: dict[int, set[int]] = {}
-        self.results: list[TrialResult] = []
-        self.asked = 0
-        self._resume_left()
-
-    def _resume_left(self) -> None:
-        """Queue the trials a stopped call left running (first, before new ones)."""
-        trial_cls = optuna_module().trial.Trial
-        for t in self.study.get_trials(deepcopy=False, states=(self.trial_state.RUNNING,)):
-            if t.user_attrs.get("run_id") and set(t.params) == set(self.spec.space):
-                run = resolve_trial(self.spec.base, self.spec.name, t.params, self.spec.source)
-                run.name = _label(t.number, t.params)
-                self.reported[t.number] = set(t.intermediate_values)
-                self.left.append((trial_cls(self.study, t._trial_id), run))
-
-    def next_run(self) -> PlannedRun | None:
-        """The run of the next trial that needs one (trials of a stored result are told)."""
-        while True:
-            if self.left:
-                trial, run = self.left.popleft()
-            elif self.asked < self.n_trials:
-                self.asked += 1
-                trial = self.study.ask(self.spec.space)
-                try:
-                    run = resolve_trial(
-                        self.spec.base, self.spec.name, trial.params, self.spec.source
-                    )
-                except ConfigError as exc:  # a combination the config refuses
-                    self._tell(
-                        trial,
-                        TrialResult(trial.number, None, trial.params, "fail", reason=str(exc)),
-                    )
-                    continue
-                run.name = _label(trial.number, trial.params)
-                trial.set_user_attr("run_id", run.id)
-            else:
-                return None
-            if run.id in self.waiting:  # the same config runs now: it settles both
-                self.waiting[run.id].append(trial)
-                continue
-            self.waiting[run.id] = [trial]
-            row = self.store.get(run.id)
-            if row is None or row["status"] not in ("done", "pruned"):
-                return run
-            self.ended(run, reused=True)
-
-    def watch(self, run: PlannedRun, record: dict[str, Any]) -> str | None:
-        """Report an epoch's intermediate value; a reason to stop the run if it is pruned."""
-        trials = self.waiting.get(run.id)
-        value, step = _finite(record.get(self.spec.intermediate)), record.get("epoch")
-        if self.spec.pruner is None or not trials or value is None or not isinstance(step, int):
-            return None
-        for trial in trials:
-            if step not in self.reported.setdefault(trial.number, set()):
-                trial.report(value, step)
-                self.reported[trial.number].add(step)
-        if not trials[0].should_prune():
-            return None
-        return f"pruned at epoch {step}: {self.spec.intermediate} {value:.4g} ({self.spec.pruner[0]} rule)"
-
-    def ended(self, run: PlannedRun, reused: bool = False) -> None:
-        """Tell the study the outcome of each trial of `run`, unless the run is unfinished."""
-        row = self.store.get(run.id)
-        status = (row or {}).get("status")
-        if status in ("running", "preempted"):
-            self.waiting.pop(run.id, None)
-            return  # stopped or running elsewhere: left for a later call
-        for i, trial in enumerate(self.waiting.pop(run.id, [])):
-            item = TrialResult(trial.number, run.id, trial.params, "fail", reused=reused or i > 0)
-            if status not in ("done", "pruned"):
-                item.reason = (row or {}).get("reason") or "not run"
-            else:
-                self._outcome(item, trial, run, row)
-            self._tell(trial, item)
-
-    def _metric(self, run: PlannedRun, row: dict[str, Any], key: str) -> float | None:
-        """A final metric of the run; params and MACs from its plan cost when not counted."""
-        metrics = row["metrics"]
-        if key in _COST and key not in metrics:
-            try:
-                cost = plan_cost(run.config)
-            except Exception as exc:  # a model the meta device cannot build
-                log.warning("no plan cost of run %s: %s", run.id, exc)
-                cost = {}
-            missing = {k: v for k, v in cost.items() if k not in metrics}
-            self.store.record_metrics(run.id, missing)
-            metrics.update(missing)
-        return _finite(metrics.get(key))
-
-    def _outcome(self, item: TrialResult, trial: Any, run: PlannedRun, row: dict[str, Any]) -> None:
-        """The objective values, constraints and state of a done or pruned run's trial."""
-        for c in self.spec.constraints:
-            value = self._metric(run, row, c.metric)
-            if value is not None:
-                item.violations[str(c)] = c.violation(value)
-                trial.set_constraint(str(c), item.violations[str(c)])
-        if len(item.violations) == len(self.spec.constraints):
-            item.feasible = all(v <= 0 for v in item.violations.values())
-        if row["status"] == "pruned":
-            item.state, item.reason = "pruned", row.get("reason")
-            return
-        values = [self._metric(run, row, o.metric) for o in self.spec.objectives]
-        missing = [o.metric for o, v in zip(self.spec.objectives, values) if v is None]
-        if missing or item.feasible is None:
-            have = ", ".join(sorted(row["metrics"])) or "none"
-            item.reason = (
-                f"no finite {missing or 'constraint metric'!r} among the run's metrics ({have})"
-            )
-            return
-        item.state, item.values, item.value = "complete", values, values[0]
-
-    def _tell(self, trial: Any, item: TrialResult) -> None:
-        states = {"complete": "COMPLETE", "pruned": "PRUNED", "fail": "FAIL"}
-        state = getattr(self.trial_state, states[item.state])
-        self.study.tell(trial, item.values if item.state == "complete" else None, state=state)
-        self.results.append(item)
-        self.emit("trial", asdict(item))
-
-
-def _frozen_result(t: Any) -> TrialResult:
-    violations = dict(t.constraints)
-    return TrialResult(
-        t.number, t.user_attrs.get("run_id"), t.params, "complete", t.values[0], list(t.values),
-        all(v <= 0 for v in violations.values()), violations,
-    )  # fmt: skip
-
-
-def _front(study: Any) -> list[Any]:
-    """The study's Pareto front of feasible trials (one objective: its best feasible trial)."""
-    if len(study.directions) > 1:
-        return study.best_trials
-    try:
-        return [study.best_trial]
-    except ValueError:  # nothing complete and feasible yet
-        return []
 
 
 def run_search(
@@ -394,7 +188,7 @@ def run_search(
     result = SearchResult(search.name, first.metric, first.direction, str(study_file))
     result.objectives = [asdict(o) for o in search.objectives]
     result.constraints = [str(c) for c in search.constraints]
-    trials = _Trials(search, study, store, n_trials, emit)
+    trials = TrialSource(search, study, store, n_trials, emit)
     if trials.left or n_trials:
         plan = SweepPlan(search.name, [])
         opts = {"root": root, "slots": slots, "retries": retries, "command": command}
@@ -402,7 +196,7 @@ def run_search(
         result.interrupted = out.interrupted
     result.trials = trials.results
     result.total_trials = len(study.trials)
-    result.front = [_frozen_result(t) for t in _front(study)]
+    result.front = [trial_result(t) for t in pareto_trials(study)]
     if len(search.objectives) == 1 and result.front:
         result.best = result.front[0]
         row = store.get(result.best.run_id) if result.best.run_id else None

@@ -6,7 +6,9 @@ parameters, multiply-adds, test accuracy, robust accuracies when the job recorde
 learning curves from its run dir's `metrics.jsonl`), lists the others with their status and
 reason, and writes `report.html` and `report.md` (see `nettle.experiment.report`). Next to them
 it writes, for every sweep in the report, a sweep file `sweep-<name>.yaml` that plans exactly
-the same runs (the same ids), so that the entry's commands reproduce it.
+the same runs (the same ids), so that the entry's commands reproduce it. A sweep that is a
+search adds a section of its study (`nettle.experiment.search_report`): the Pareto front and the
+infeasible trials, also marked on the trade-off plots.
 
 Example:
     >>> files = report_from_store("runs/nettle.db", "reports/lr", sweep="digits-lr")  # doctest: +SKIP
@@ -34,6 +36,9 @@ from nettle.experiment.report import (
     training_mode,
     write_report,
 )
+from nettle.experiment.report_ablation import ablation_section
+from nettle.experiment.report_ablation import flatten_config as _flatten
+from nettle.experiment.search_report import search_sections
 from nettle.experiment.store import STATUSES, Store
 from nettle.files import OutputFolder, claim_outputs
 
@@ -147,16 +152,6 @@ def records_from_rows(
     return done, unfinished
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in flat.items():
@@ -260,6 +255,7 @@ def report_from_store(
     }
     OutputFolder(out).check([*specs, *REPORT_FILES])  # every name, before any write
     done, unfinished = records_from_rows(rows)
+    sections = [*search_sections(store.path, names, done), *sections]  # marks front, infeasible
     written = []
     folder = claim_outputs(out, specs)
     for (file, spec), name in zip(specs.items(), names):
@@ -285,6 +281,6 @@ def report_from_store(
         notes=notes,
         about=_about(store, rows, sweep, where),
         unfinished=unfinished,
-        sections=sections,
+        sections=[s for s in (ablation_section(done), *sections) if s is not None],
         references=references,
     )
