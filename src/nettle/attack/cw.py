@@ -53,6 +53,8 @@ class CW(Attack):
     """Carlini-Wagner L2 attack with a per-example binary search over the constant."""
 
     Config = CWConfig
+    supports_eot = False
+    any_objective = False  # the logit margin of a classifier
 
     def _to_tanh(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.clip
@@ -104,9 +106,10 @@ class CW(Attack):
         for step in range(c.steps):
             adv = self._from_tanh(w)
             l2 = (adv - x).flatten(1).pow(2).sum(1)
-            margin = margin_loss(self.model(adv), y, target)
+            margin = margin_loss(self.forward(adv), y, target)
             loss = (l2 + const * margin.clamp(min=-c.kappa)).sum()
             (w.grad,) = torch.autograd.grad(loss, w)
+            self._counts["backwards"] += len(x)
             with torch.no_grad():
                 ok = margin < -c.kappa
                 improve = ok & (l2 < best_l2)

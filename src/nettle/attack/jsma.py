@@ -80,14 +80,17 @@ class JSMA(Attack):
     """Saliency-map attack changing feature pairs towards a target class."""
 
     Config = JSMAConfig
+    supports_eot = False
+    any_objective = False  # saliency of class logits
 
     def _grads(
         self, x: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
-        logits = self.model(x)
+        logits = self.forward(x)
         (total,) = torch.autograd.grad(logits.sum(), x, retain_graph=True)
         (alpha,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), x)
+        self._counts["backwards"] += 2 * len(x)
         return alpha.flatten(1), (total - alpha).flatten(1), logits.detach()
 
     def perturb(
@@ -97,7 +100,7 @@ class JSMA(Attack):
         lo, hi = self.clip
         if target is None:  # the most likely wrong class
             with torch.no_grad():
-                target = self.model(x).scatter(1, y[:, None], float("-inf")).argmax(1)
+                target = self.forward(x).scatter(1, y[:, None], float("-inf")).argmax(1)
         adv = x.flatten(1).clone()  # (N, D)
         domain = adv < hi if c.theta > 0 else adv > lo
         running = torch.ones(len(x), dtype=torch.bool, device=x.device)

@@ -50,23 +50,26 @@ class MaxConfidence(Attack):
 
     Config = MaxConfidenceConfig
     targeted_supported = False
+    any_objective = False  # it searches over classes
 
     def perturb(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
         c = self.config
         with torch.no_grad():
-            k = self.model(x[:1]).shape[1]
+            k = self.forward(x[:1]).shape[1]
         pgd = PGD(
             self.model,
             clip=self.clip,
+            eot_iter=self.eot_iter,
             eps=c.eps,
             alpha=c.alpha,
             steps=c.steps,
             random_start=c.random_start,
         )
-        pgd.generator = self.generator
+        pgd.generator, pgd._counts = self.generator, self._counts  # one stream, one count
         best, confidence = x.clone(), torch.zeros(len(x), device=x.device)
+        best_out = torch.zeros(len(x), k, device=x.device)
         per_pass = max(1, c.max_batch // max(1, k - 1))  # whole examples per pass
         for i in range(0, len(x), per_pass):
             xa, ya = x[i : i + per_pass], y[i : i + per_pass]
@@ -76,14 +79,17 @@ class MaxConfidence(Attack):
             targets = wrong.reshape(-1)
             adv = pgd.perturb(xa.repeat_interleave(k - 1, 0), targets, targets)
             with torch.no_grad():
-                probs = self.model(adv).softmax(1).view(n, k - 1, k)
+                logits = self.forward(adv).float().view(n, k - 1, k)
+            probs = logits.softmax(2)
             rows_y = ya[:, None].expand(n, k - 1)
             wrong_prob = probs.scatter(2, rows_y[..., None], 0.0).amax(2)  # (n, K-1)
             score = torch.where(probs.argmax(2) == rows_y, 0.0, wrong_prob)
             top, pick = score.max(1)
-            best[i : i + n] = adv.view(n, k - 1, *x.shape[1:])[
-                torch.arange(n, device=x.device), pick
-            ]
+            rows = torch.arange(n, device=x.device)
+            best[i : i + n] = adv.view(n, k - 1, *x.shape[1:])[rows, pick]
+            best_out[i : i + n] = logits[rows, pick]
             confidence[i : i + n] = top
         self.record(steps=c.steps, gradients=c.steps * len(x) * (k - 1), confidence=confidence)
+        if k > 1:
+            self.scored(best, best_out)  # the kept rows were scored: no extra forward
         return best

@@ -6,6 +6,8 @@ Threat model: white-box, perturbation inside the `norm` ball of radius `eps` aro
 and inside the valid range. `steps` steps of size `alpha` on the cross-entropy (the sign of the
 gradient for Linf, the per-example L2-normalised gradient for L2), each followed by projection
 onto the ball and clipping to the range; targeted runs descend the cross-entropy to the target.
+Any model's objective (`loss_fn`, `success_fn`) replaces the cross-entropy and the
+misclassification; `eot_iter` averages each gradient over a randomised model's passes.
 `random_start` starts uniformly inside the ball (Linf: uniform per coordinate; L2: uniform in
 the ball, radius `eps * U^(1/d)`). With `restarts > 1` the attack is repeated on the examples
 not yet fooled and, per example, the first successful (else the highest-loss) result is kept.
@@ -118,7 +120,7 @@ class PGD(Attack):
         if s.restarts == 1:
             return best
         with torch.no_grad():
-            best_loss, found = self._score(best, y, target)
+            best_loss, found, best_out = self._score(best, y, target)
         gradients = s.steps * len(x)
         for r in range(1, s.restarts):
             todo = (~found).nonzero().squeeze(1)
@@ -128,20 +130,21 @@ class PGD(Attack):
             adv = self._run(x[todo], y[todo], tt)
             gradients += s.steps * len(todo)
             with torch.no_grad():
-                loss, fooled = self._score(adv, y[todo], tt)
+                loss, fooled, out = self._score(adv, y[todo], tt)
             take = fooled | (loss > best_loss[todo])
             idx = todo[take]
             best[idx], best_loss[idx], found[idx] = adv[take], loss[take], fooled[take]
+            best_out[idx] = out[take].to(best_out.dtype)
             self.record(restarts=r + 1, gradients=gradients)
+        self.scored(best, best_out)  # every kept example was scored: no extra forward
         return best
 
     def _score(
         self, adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(adv)
-        pred = logits.argmax(1)
-        fooled = pred == target if target is not None else pred != y
-        return self.loss(logits, y, target), fooled
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, success, output) of the examples `adv`, one forward pass."""
+        output = self.forward(adv)
+        return self.loss(output, y, target), self.success(output, y, target), output
 
 
 @ATTACKS.register("bim")

@@ -51,12 +51,14 @@ class SPSA(Attack):
     """Gradient-free attack by simultaneous-perturbation gradient estimates."""
 
     Config = SPSAConfig
+    supports_eot = False  # no gradients to average
+    any_objective = False  # the logit margin of a classifier
 
     @torch.no_grad()
     def _margins(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        return margin_loss(self.model(x), y, target)
+        return margin_loss(self.forward(x), y, target)
 
     @torch.no_grad()
     def estimate(
