@@ -25,7 +25,7 @@ from nettle.train.data import (
     stratified_subset,
     subset_sizes,
 )
-from nettle.train.datasets.digits import digits_split_indices
+from nettle.train.datasets.digits import digits_split_indices, load_digits_arrays
 
 # --- registry and errors ----------------------------------------------------------------------
 
@@ -72,6 +72,16 @@ def test_digits_fixed_stratified_split():
     assert np.bincount(bunch.target[test_idx]).tolist() == [36, 36, 35, 37, 36, 37, 36, 36, 35, 36]
     # the same split on every machine (a fixed seed; a change in sklearn would show here)
     assert test_idx[:12].tolist() == [21, 24, 28, 34, 35, 37, 39, 42, 45, 51, 57, 77]
+    # the stored split is scikit-learn's stratified split with the fixed seed
+    from sklearn.model_selection import train_test_split
+
+    _, sklearn_test = train_test_split(
+        np.arange(1797), test_size=0.2, random_state=0, stratify=bunch.target
+    )
+    assert test_idx.tolist() == sorted(sklearn_test.tolist())
+    # the pixels read from scikit-learn's data file are its loader's
+    images, labels = load_digits_arrays()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
 
     xtr, ytr = create_dataset("digits", "train").tensors
     xte, yte = create_dataset("digits", "test").tensors

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from nettle.train.datasets.base import DatasetInfo, register_dataset
-from nettle.train.datasets.digits import digits_split_indices
+from nettle.train.datasets.digits import digits_split
 
 __all__ = [
     "DIGIT_LINES_INFO",
@@ -137,16 +137,6 @@ def split_line_labels(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if y.dim() != 2 or y.shape[1] < 2:
         raise ValueError(f"line labels must be (N, 1 + max_digits), got shape {tuple(y.shape)}")
     return y[:, 1:], y[:, 0]
-
-
-def digits_split(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images (M, 8, 8) in [0, 1], digits, indices into `load_digits()`) of a digits split."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    train, test = digits_split_indices(bunch.target)
-    idx = train if split == "train" else test
-    return (bunch.images[idx] / 16.0).astype(np.float32), bunch.target[idx], idx
 
 
 @register_dataset(DIGIT_LINES_INFO)

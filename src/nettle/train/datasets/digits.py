@@ -7,6 +7,7 @@ split is the same on every machine.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,13 @@ import torch
 from torch.utils.data import TensorDataset
 
 from nettle.train.datasets.base import DatasetInfo, register_dataset, resize_images
+from nettle.train.datasets.digits_split import DIGITS_TEST_INDICES
 
-__all__ = ["DIGITS_INFO", "digits_split_indices"]
+__all__ = ["DIGITS_INFO", "digits_split", "digits_split_indices", "load_digits_arrays"]
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
+TOTAL_SIZE = 1797
 
 # mean and std of the 1,437 training images at 8x8 (tests recompute them)
 DIGITS_INFO = DatasetInfo(
@@ -34,28 +37,50 @@ DIGITS_INFO = DatasetInfo(
 )
 
 
-def digits_split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, test) indices of the fixed stratified 80/20 split of `labels`."""
-    from sklearn.model_selection import train_test_split
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) float32 with values 0..16, labels (1797,) int64) of the digits.
 
-    train, test = train_test_split(
-        np.arange(len(labels)),
-        test_size=TEST_FRACTION,
-        random_state=SPLIT_SEED,
-        stratify=labels,
-    )
-    return np.sort(train), np.sort(test)
+    Read straight from the file scikit-learn ships (`sklearn/datasets/data/digits.csv.gz`:
+    64 pixel columns and the label per row), without importing scikit-learn; its own loader
+    is the fallback where the file is not found.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    folders = spec.submodule_search_locations if spec is not None else None
+    path = Path(folders[0]) / "datasets" / "data" / "digits.csv.gz" if folders else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images.astype(np.float32), bunch.target.astype(np.int64)
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
+def digits_split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) indices of the fixed stratified 80/20 split of the digits.
+
+    `labels` are the 1,797 digits' labels; the split is the stored `DIGITS_TEST_INDICES`
+    (a stratified `train_test_split` with seed `SPLIT_SEED`) and the rest.
+    """
+    if len(labels) != TOTAL_SIZE:
+        raise ValueError(f"the digits split needs the {TOTAL_SIZE} digits, got {len(labels)}")
+    test = np.asarray(DIGITS_TEST_INDICES, dtype=np.int64)
+    train = np.setdiff1d(np.arange(TOTAL_SIZE), test)
+    return train, test
+
+
+def digits_split(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images (M, 8, 8) in [0, 1], labels, indices into the 1,797 digits) of a split."""
+    images, labels = load_digits_arrays()
+    train, test = digits_split_indices(labels)
+    idx = train if split == "train" else test
+    return images[idx] / np.float32(16.0), labels[idx], idx
 
 
 @register_dataset(DIGITS_INFO)
 def _load_digits(
     split: str, root: Path | None, image_size: int | None, download: bool
 ) -> TensorDataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    train, test = digits_split_indices(bunch.target)
-    idx = train if split == "train" else test
-    x = torch.from_numpy(bunch.images[idx].astype(np.float32) / 16.0).unsqueeze(1)
-    y = torch.from_numpy(bunch.target[idx].astype(np.int64))
-    return TensorDataset(resize_images(x, image_size), y)
+    images, labels, _ = digits_split(split)
+    x = torch.from_numpy(images).unsqueeze(1)
+    return TensorDataset(resize_images(x, image_size), torch.from_numpy(labels))
