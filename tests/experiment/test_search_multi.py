@@ -273,3 +273,59 @@ def test_cli_prints_the_front(tmp_path, capsys, monkeypatch, job):
     front = out["front"]
     assert [t["params"]["model.kwargs.width"] for t in front] == [2]
     assert front[0]["values"] == [pytest.approx(_acc(0.01, 2)), _params(2)]
+
+
+def _timed_job(config, run_dir):
+    """The real job (`nettle _job`), then the time it exited, in `RUN_DIR/exited`."""
+    script = '"$0" -m nettle _job "$1" -o "$2"; s=$?; date +%s.%N > "$2/exited"; exit $s'
+    return ["bash", "-c", script, sys.executable, str(config), str(run_dir)]
+
+
+@pytest.mark.slow
+def test_real_digits_multi_objective_search_under_a_parameter_budget(tmp_path):
+    """8 trained trials of simple-cnn on digits: accuracy up, parameters down, at most 5000."""
+    base = {
+        "model": {"name": "simple-cnn", "kwargs": {"width": 4}},
+        "data": {"name": "digits", "batch_size": 64, "subset": 400},
+        "train": {"epochs": 1, "device": "cpu", "tensorboard": False},
+    }
+    spec = {"name": "digits-multi", "base": base}
+    spec["search"] = {
+        "objectives": {"test_acc": "maximize", "params": "minimize"},
+        "constraints": [f"params <= {BUDGET}"],
+        "sampler": {"name": "nsga2", "population_size": 4},
+        "space": {
+            "train.optim.lr": {"low": 1.0e-2, "high": 0.3, "log": True},
+            "model.kwargs.width": [2, 4, 8, 16],
+        },
+    }
+    store = Store(tmp_path / "nettle.db")
+    result = run_search(spec, 8, store, root=tmp_path, slots=2, seed=0, command=_timed_job)
+    assert len(result.trials) == 8 and {t.state for t in result.trials} == {"complete"}
+    rows = {r["id"]: r for r in store.query(sweep="digits-multi")}
+    for t in result.trials:  # the count stage's parameters, equal to the plan's count
+        row = rows[t.run_id]
+        width = row["config"]["model"]["kwargs"]["width"]
+        assert t.values == [row["metrics"]["test_acc"], row["metrics"]["params"]]
+        assert row["metrics"]["params"] == _params(width) and t.feasible == (width <= 4)
+    points = {t.number: tuple(t.values) for t in result.trials if t.feasible}
+    expected = {n for n, p in points.items() if not any(_dominated(p, q) for q in points.values())}
+    assert {t.number for t in result.front} == expected and expected
+
+    intervals = [
+        (r["started"], float((Path(r["run_dir"]) / "exited").read_text())) for r in rows.values()
+    ]
+    assert _longest_idle(intervals, 2) < 2.0  # asking, counting and starting on a busy machine
+
+    files = report_from_store(store, tmp_path / "report", sweep="digits-multi")
+    page = files.markdown.read_text()
+    infeasible = [t for t in result.trials if not t.feasible]
+    assert sum(1 for r in files.records if r.get("infeasible")) == len(
+        {t.run_id for t in infeasible}
+    )
+    assert sum(1 for r in files.records if r.get("front")) == len(expected)
+    for t in result.front:
+        assert f"| {t.number} | {t.run_id} |" in page and "| front |" in page
+    for t in infeasible:
+        assert f"| {t.number} | {t.run_id} |" in page
+    assert page.count("infeasible: params <= 5000: over by") == len(infeasible)
