@@ -236,6 +236,18 @@ def test_search_section_errors_name_the_key():
             load(**search)
 
 
+def test_example_search_files_load():
+    root = Path(__file__).parents[2] / "examples"
+    multi = load_search(root / "search-multi-digits.yaml")
+    assert [(o.metric, o.direction) for o in multi.objectives] == [
+        ("test_acc", "maximize"),
+        ("params", "minimize"),
+    ]
+    assert [str(c) for c in multi.constraints] == ["params <= 5000"] and multi.pruner is None
+    single = load_search(root / "search-digits.yaml")
+    assert single.sampler == ("tpe", {}) and single.pruner == ("median", {"n_startup_trials": 2})
+
+
 def test_a_continued_study_keeps_its_objectives_and_constraints(tmp_path, job):
     spec = {"name": "kept", "base": BASE}
     spec["search"] = {"constraints": ["params <= 5000"], "space": {"train.optim.lr": [0.1, 0.01]}}
