@@ -39,7 +39,8 @@ pause = 0.1 + 0.5 * (math.log10(lr) + 4)
 with open(run_dir / "metrics.jsonl", "w") as f:
     for epoch in range(1, epochs + 1):
         time.sleep(pause)
-        f.write(json.dumps({"kind": "epoch", "epoch": epoch, "test_acc": acc * epoch / epochs}) + "\n")
+        record = {"kind": "epoch", "epoch": epoch, "test_acc": acc * epoch / epochs}
+        f.write(json.dumps(record) + "\n")
         f.flush()
 summary = {"status": "done", "final": {"test_acc": acc, "t_start": t_start, "t_end": time.time()}}
 (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -234,6 +235,20 @@ def test_search_section_errors_name_the_key():
     for search, message in cases:
         with pytest.raises(ConfigError, match=message):
             load(**search)
+
+
+def test_a_metric_the_runs_lack_fails_the_trial_naming_it(tmp_path, job):
+    spec = {"name": "lacking", "base": BASE}
+    spec["search"] = {
+        "objectives": {"test_acc": "maximize", "latency": "minimize"},
+        "constraints": ["test_top5 >= 0.9", "params <= 5000"],
+        "space": {"train.optim.lr": [0.01]},
+    }
+    result = run_search(spec, 1, tmp_path / "nettle.db", root=tmp_path, command=job)
+    (trial,) = result.trials
+    assert trial.state == "fail" and result.front == []
+    assert trial.reason.startswith("no finite latency, test_top5 among the run's metrics (")
+    assert trial.violations == {"params <= 5000": pytest.approx(_params(4) / 5000 - 1)}
 
 
 def test_example_search_files_load():

@@ -97,9 +97,8 @@ def run_search_cli(args: argparse.Namespace) -> int:
             note = " (stored result)" if info["reused"] else ""
             note += " infeasible" if info["feasible"] is False else ""
             note += f" {info['reason']}" if info["reason"] else ""
-            err.print(
-                f"trial {info['number']} {info['state']} {value} {_fmt(info['params'])}{note}"
-            )
+            line = f"trial {info['number']} {info['state']} {value} {_fmt(info['params'])}{note}"
+            err.print(line, soft_wrap=True, highlight=False)
 
     result = run_search(
         args.file,

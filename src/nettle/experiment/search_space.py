@@ -4,7 +4,8 @@ constraints, sampler and pruner (see `nettle.experiment.search` for the whole fi
     search:
       objectives: {test_acc: maximize, params: minimize}   # or metric: / direction: for one
       constraints: ["params <= 20000"]                     # KEY <= N or KEY >= N
-      sampler: nsga2              # tpe | random | nsga2 | nsga3, or {name: nsga2, population_size: 8}
+      sampler: nsga2              # tpe | random | nsga2 | nsga3, or {name: nsga2,
+                                  # population_size: 8}
       pruner: median              # median | percentile | successive_halving | hyperband |
                                   # threshold | none, or {name: median, n_warmup_steps: 1}
       intermediate: test_acc      # the epoch metric the pruner sees (default: the objective)

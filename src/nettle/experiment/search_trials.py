@@ -75,6 +75,7 @@ class TrialSource:
                 run = resolve_trial(self.spec.base, self.spec.name, t.params, self.spec.source)
                 run.name = _label(t.number, t.params)
                 self.reported[t.number] = set(t.intermediate_values)
+                # a Trial of the stored id (what study.ask returns), to report epochs to
                 self.left.append((trial_cls(self.study, t._trial_id), run))
 
     def next_run(self) -> PlannedRun | None:
@@ -121,7 +122,8 @@ class TrialSource:
                 self.reported[trial.number].add(step)
         if not trials[0].should_prune():
             return None
-        return f"pruned at epoch {step}: {self.spec.intermediate} {value:.4g} ({self.spec.pruner[0]} rule)"
+        rule = self.spec.pruner[0]
+        return f"pruned at epoch {step}: {self.spec.intermediate} {value:.4g} ({rule} rule)"
 
     def ended(self, run: PlannedRun, reused: bool = False) -> None:
         """Tell the study the outcome of each trial of `run`, unless the run is unfinished."""
@@ -171,12 +173,11 @@ class TrialSource:
             item.state, item.reason = "pruned", row.get("reason")
             return
         values = [self._metric(run, row, o.metric) for o in self.spec.objectives]
-        missing = [o.metric for o, v in zip(self.spec.objectives, values) if v is None]
-        if missing or item.feasible is None:
+        missing = {o.metric for o, v in zip(self.spec.objectives, values) if v is None}
+        missing |= {c.metric for c in self.spec.constraints if str(c) not in item.violations}
+        if missing:
             have = ", ".join(sorted(row["metrics"])) or "none"
-            item.reason = (
-                f"no finite {missing or 'constraint metric'!r} among the run's metrics ({have})"
-            )
+            item.reason = f"no finite {', '.join(sorted(missing))} among the run's metrics ({have})"
             return
         item.state, item.values, item.value = "complete", values, values[0]
 
