@@ -474,6 +474,23 @@ class BayesConfig(_Strict):
     """Bayesian compression training (`nettle.nn.bayesian`, `nettle.compress.bayes`)."""
 
     threshold: float = Field(-3.0, description="log-alpha pruning threshold")
+    convert: bool = Field(
+        False,
+        description="replace every nn.Linear/nn.Conv2d (not substitutes) by its group "
+        "normal-Jeffreys version, the dense weights as the means (nettle.compress.bayes_convert)",
+    )
+    clip_var: float | None = Field(
+        0.04, gt=0, description="converted layers: the largest weight variance (null: no clip)"
+    )
+    clip: Literal["first", "all"] = Field(
+        "first", description="converted layers clipped: the first (as the authors) or all"
+    )
+    kl_warmup_epochs: int = Field(
+        0, ge=0, description="the KL weight rises linearly from 0 to 1 over these epochs"
+    )
+    record_every: int = Field(
+        1, ge=0, description="record the first layer's weights and log-alpha every N epochs (0: no)"
+    )
 
 
 class AdversarialConfig(_Strict):
@@ -573,6 +590,7 @@ EXECUTION_KEYS = (
     "data.num_workers",
     "data.eval_batch_size",
     "data.download",
+    "bayes.record_every",
 )
 
 

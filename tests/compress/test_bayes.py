@@ -6,12 +6,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from nettle.compress.bayes import (
+    BayesObjective,
     apply_compression,
+    bayes_report,
+    bayesian_layers,
     compress_bayesian,
     format_compression,
     group_masks,
+    kl_weight,
     significand_bits,
 )
+from nettle.compress.bayes_masks import layer_links
+from nettle.measure.timing import PhaseTimer
 from nettle.nn.bayesian import Conv2dGroupNJ, LinearGroupNJ, bayesian_kl, clip_variances
 
 
@@ -199,3 +205,100 @@ def test_bayesian_run_on_digits_reports_compression(tmp_path):
     assert 0.0 <= bayes["accuracy_reduced"] <= 1.0
     assert bayes["text"].startswith("architecture compression factor")
     assert [row["name"] for row in bayes["layers"]] == ["net.0", "net.3", "net.7", "net.9"]
+
+
+def _one_linear():
+    """Linear(4 -> 2): inputs 0 and 1 kept (log alpha -30), 2 and 3 pruned (log alpha 10);
+    weight means 0.3, weight variances 0.05, so every posterior variance is 0.05 (+ e^-30)."""
+    layer = LinearGroupNJ(4, 2)
+    _set(layer, z_logvar=[-30.0, -30.0, 10.0, 10.0], z_mu=1.0, weight_mu=0.3)
+    _set(layer, weight_logvar=math.log(0.05), bias_mu=0.0)
+    return nn.Sequential(layer)
+
+
+def test_report_factors_of_a_hand_built_layer():
+    report, masks, bits = compress_bayesian(_one_linear(), -3.0)
+    # 8 weights, 4 kept: architecture factor 2
+    assert report.architecture_factor == 2.0
+    # 2 * var = 0.1: 3 significand bits; max |mu| = 0.3: log2(0.3) + 1 < 1 -> 1 exponent bit
+    assert bits == [3] and report.exponent_bits == 1
+    (row,) = report.layers
+    assert (row.groups, row.groups_kept, row.weights, row.weights_kept) == (4, 2, 8, 4)
+    assert row.bits_per_weight == 1 + 1 + 3
+    assert row.bit_precision_factor == report.bit_precision_factor == 32 / 5
+    assert row.architecture_factor == 2.0 and report.total_factor == 2.0 * 6.4
+    assert masks[0].tolist() == [[True, True, False, False]] * 2
+
+
+def test_bayes_report_measures_pruned_then_reduced_and_restores():
+    model = _one_linear()
+    seen = []
+
+    def accuracy(m):
+        seen.append(m[0].compressed_weight.clone())
+        return [0.75, 0.5][len(seen) - 1]
+
+    out = bayes_report(model.eval(), -3.0, accuracy)
+    # pruned: the posterior means with pruned inputs zeroed; reduced: rounded to 3 bits
+    # (grid 0.5 * 2^(1 - 3) = 0.125: 0.3 -> 0.25)
+    torch.testing.assert_close(seen[0], torch.tensor([[0.3, 0.3, 0.0, 0.0]] * 2))
+    assert seen[1].tolist() == [[0.25, 0.25, 0.0, 0.0]] * 2
+    assert (out["accuracy_pruned"], out["accuracy_reduced"]) == (0.75, 0.5)
+    assert out["layers"][0]["architecture_factor"] == 2.0
+    assert "accuracy after reduced precision 50.00% (after pruning 75.00%)" in out["text"]
+    assert model[0].deterministic is False and model[0].compressed_weight is None
+
+
+def test_kl_is_scaled_by_the_examples_not_the_batches():
+    torch.manual_seed(0)
+    model = nn.Sequential(LinearGroupNJ(3, 2)).eval()
+    kl = bayesian_kl(model).item()
+    for batch in (2, 5):
+        x, y = torch.randn(batch, 3), torch.zeros(batch, dtype=torch.long)
+        out = BayesObjective(num_examples=1000)(model, x, y, PhaseTimer())
+        ce = F.cross_entropy(model(x), y).item()
+        assert out.loss.item() == pytest.approx(ce + kl / 1000, rel=1e-6)
+        assert out.parts["kl"].item() == pytest.approx(kl / 1000, rel=1e-6)
+
+
+def test_kl_warmup_weights_per_epoch():
+    assert [kl_weight(e, 4) for e in range(7)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [kl_weight(e, 0) for e in range(2)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="at least 0"):
+        kl_weight(0, -1)
+    torch.manual_seed(0)
+    model = nn.Sequential(LinearGroupNJ(3, 2)).eval()
+    objective = BayesObjective(num_examples=10, kl_warmup_epochs=4)
+    x, y = torch.randn(2, 3), torch.zeros(2, dtype=torch.long)
+    ce = F.cross_entropy(model(x), y).item()
+    kl = bayesian_kl(model).item() / 10
+    for epoch, weight in [(0, 0.0), (1, 0.25), (3, 0.75), (9, 1.0), (2, 0.5)]:
+        objective.on_epoch_start(epoch, 10)  # a resumed run sets, never steps, the weight
+        out = objective(model, x, y, PhaseTimer())
+        assert out.parts["kl_weight"] == weight
+        assert out.loss.item() == pytest.approx(ce + weight * kl, rel=1e-6)
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = Conv2dGroupNJ(2, 2, 1)
+        self.b = Conv2dGroupNJ(2, 2, 1)
+        self.c = Conv2dGroupNJ(2, 2, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        return self.c(x + self.b(x))  # b feeds c only through a sum
+
+
+def test_masks_follow_the_data_flow_not_the_module_order():
+    model = _Residual()
+    names = [n for n, _ in bayesian_layers(model)]
+    # a feeds b through a ReLU, and also the sum; b and the sum feed c: no link b -> c
+    assert layer_links(model, names) == [(0, 1, False, False)]
+    with torch.no_grad():
+        model.b.z_logvar[0] = 10.0  # b's channel 0 pruned: c still reads channel 0 via a
+        model.a.z_logvar[1] = 10.0  # a's channel 1 pruned: b's input channel 1 gone
+    _, masks, _ = compress_bayesian(model, -3.0)
+    assert masks[1][:, :, 0, 0].tolist() == [[False, False], [True, False]]
+    assert masks[2].all()

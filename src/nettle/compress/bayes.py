@@ -4,14 +4,19 @@ After training a model built from `nettle.nn.bayesian` layers (loss = cross-entr
 KL / number of training examples), `compress_bayesian` decides which groups survive
 (`log alpha < threshold`), how many significand bits each layer's surviving weights need given
 their posterior variance, and reports "architecture compression factor X, bit-precision factor Y"
-(Louizos, Ullrich & Welling 2017). `apply_compression` loads the pruned, rounded weights into the
-layers for inference, so the accuracy after reduced precision can be measured.
+(Louizos, Ullrich & Welling 2017). `apply_compression` loads the pruned (and rounded) weights
+into the layers for inference, so the accuracy after pruning and after reduced precision can be
+measured. `BayesObjective` is the training loss, with the KL warm-up.
 
-Masks follow a feed-forward chain in module order: a Linear layer's output rows die with the next
-Linear layer's pruned input units; a convolution's input channels die with the previous
-convolution's pruned output channels; a convolution feeding a Linear layer (after flattening)
-loses the channels whose every flattened unit was pruned. Layers whose shapes do not chain keep
-only their own group mask.
+Masks follow the data flow between the layers (`nettle.compress.bayes_masks`): a Linear layer's
+output rows die with the next Linear layer's pruned input units; a convolution's input channels
+die with the previous convolution's pruned output channels; a convolution feeding a Linear layer
+(after flattening) loses the channels whose every flattened unit was pruned. Layers joined by
+anything else (a residual sum, a concatenation) keep only their own group mask.
+
+The report gives, per layer and overall, the architecture compression factor (weights over
+weights kept), the bit-precision factor (32 bits over the bits each kept weight needs) and the
+test accuracy after pruning (posterior means, pruned) and after reduced precision (rounded too).
 
 Precision (as the authors' compression code): the unit round-off of `t` significand bits is
 `0.5 * 2^(1 - t)`; a weight needs as many bits as there are `t` in 1..23 whose round-off exceeds
@@ -24,21 +29,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nettle.compress.bayes_evolution import EvolutionRecorder, write_evolution
+from nettle.compress.bayes_masks import weight_masks
 from nettle.loss_output import LossOutput
 from nettle.measure.timing import PhaseTimer
-from nettle.nn.bayesian import (
-    BayesianLayer,
-    Conv2dGroupNJ,
-    LinearGroupNJ,
-    bayesian_kl,
-    clip_variances,
-)
+from nettle.nn.bayesian import BayesianLayer, LinearGroupNJ, bayesian_kl, clip_variances
 
 __all__ = [
     "BayesCompression",
@@ -50,6 +52,8 @@ __all__ = [
     "compress_bayesian",
     "format_compression",
     "group_masks",
+    "kl_weight",
+    "remove_compression",
     "significand_bits",
 ]
 
@@ -61,7 +65,8 @@ class LayerCompression:
     """The sparsity and precision of one Bayesian layer.
 
     `groups_kept` counts the groups (input units of a Linear layer, output channels of a
-    convolution) that keep at least one weight after the chained masks.
+    convolution) that keep at least one weight after the linked masks; `bits_per_weight` is
+    sign + exponent + significand bits.
     """
 
     name: str
@@ -71,21 +76,33 @@ class LayerCompression:
     weights: int
     weights_kept: int
     significand_bits: int
+    bits_per_weight: int
 
     @property
     def sparsity(self) -> float:
         """Fraction of weights pruned."""
         return 1.0 - self.weights_kept / self.weights if self.weights else 0.0
 
+    @property
+    def architecture_factor(self) -> float:
+        """Weights over weights kept (inf when all are pruned)."""
+        return self.weights / self.weights_kept if self.weights_kept else math.inf
+
+    @property
+    def bit_precision_factor(self) -> float:
+        """32 bits over the bits each kept weight needs."""
+        return 32.0 / self.bits_per_weight
+
 
 @dataclass
 class BayesCompression:
-    """Compression of a whole model; `accuracy_reduced` is filled by the caller when measured."""
+    """Compression of a whole model; the accuracies are filled by the caller when measured."""
 
     architecture_factor: float
     bit_precision_factor: float
     exponent_bits: int
     layers: list[LayerCompression] = field(default_factory=list)
+    accuracy_pruned: float | None = None
     accuracy_reduced: float | None = None
 
     @property
@@ -98,6 +115,8 @@ class BayesCompression:
         out["total_factor"] = self.total_factor
         for row, layer in zip(out["layers"], self.layers):
             row["sparsity"] = layer.sparsity
+            row["architecture_factor"] = layer.architecture_factor
+            row["bit_precision_factor"] = layer.bit_precision_factor
         return out
 
 
@@ -115,40 +134,6 @@ def group_masks(model: nn.Module, thresholds: float | Sequence[float] = -3.0) ->
         raise ValueError(f"{len(thresholds)} thresholds given for {len(layers)} Bayesian layers")
     with torch.no_grad():
         return [m.log_alpha() < t for (_, m), t in zip(layers, thresholds)]
-
-
-def _weight_masks(layers: list[BayesianLayer], groups: list[torch.Tensor]) -> list[torch.Tensor]:
-    in_keep: list[torch.Tensor | None] = [None] * len(layers)
-    out_keep: list[torch.Tensor | None] = [None] * len(layers)
-    for i, (layer, g) in enumerate(zip(layers, groups)):
-        if isinstance(layer, LinearGroupNJ):
-            in_keep[i] = g
-        else:
-            out_keep[i] = g
-    for i in range(len(layers) - 1):
-        a, b = layers[i], layers[i + 1]
-        if isinstance(a, LinearGroupNJ) and isinstance(b, LinearGroupNJ):
-            if b.in_features == a.out_features:
-                out_keep[i] = groups[i + 1]
-        elif isinstance(a, Conv2dGroupNJ) and isinstance(b, Conv2dGroupNJ):
-            if b.in_channels == a.out_channels:
-                in_keep[i + 1] = groups[i]
-        elif (
-            isinstance(a, Conv2dGroupNJ)
-            and isinstance(b, LinearGroupNJ)
-            and b.in_features % a.out_channels == 0
-        ):
-            per_channel = groups[i + 1].view(a.out_channels, -1)
-            out_keep[i] = groups[i] & per_channel.any(dim=1)
-            in_keep[i + 1] = groups[i + 1] & groups[i].repeat_interleave(per_channel.shape[1])
-    masks = []
-    for layer, ik, ok in zip(layers, in_keep, out_keep):
-        w = layer.weight_mu
-        rows = ok if ok is not None else torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
-        cols = ik if ik is not None else torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
-        mask = rows[:, None] & cols[None, :]
-        masks.append(mask.view(*mask.shape, *([1] * (w.dim() - 2))).expand_as(w))
-    return masks
 
 
 def significand_bits(var: torch.Tensor) -> int:
@@ -177,11 +162,10 @@ def compress_bayesian(
     named = bayesian_layers(model)
     if not named:
         raise ValueError("the model has no Bayesian layers (nettle.nn.bayesian)")
-    layers = [m for _, m in named]
     groups = group_masks(model, thresholds)
     with torch.no_grad():
-        masks = _weight_masks(layers, groups)
-        posts = [m.posterior() for m in layers]
+        masks = weight_masks(model, named, groups)
+        posts = [m.posterior() for _, m in named]
         kept_mu = [mu[mask] for (mu, _), mask in zip(posts, masks)]
         nonempty = [k.abs().max().item() for k in kept_mu if k.numel()]
         exp_bits = _exponent_bits(max(nonempty) if nonempty else 1.0)
@@ -190,45 +174,64 @@ def compress_bayesian(
     for (name, layer), g, mask, b in zip(named, groups, masks, bits):
         kept = int(mask.sum())
         live = mask.any(dim=0) if isinstance(layer, LinearGroupNJ) else mask.flatten(1).any(1)
+        per = 1 + exp_bits + b
+        kind = type(layer).__name__
         rows.append(
-            LayerCompression(
-                name, type(layer).__name__, g.numel(), int(live.sum()), mask.numel(), kept, b
-            )
+            LayerCompression(name, kind, g.numel(), int(live.sum()), mask.numel(), kept, b, per)
         )
         n_orig, n_kept = n_orig + mask.numel(), n_kept + kept
-        out_bits += kept * (1 + exp_bits + b)
+        out_bits += kept * per
     arch = n_orig / n_kept if n_kept else math.inf
     precision = 32.0 * n_kept / out_bits if out_bits else math.inf
     return BayesCompression(arch, precision, exp_bits, rows), masks, bits
 
 
-def apply_compression(model: nn.Module, masks: Iterable[torch.Tensor], bits: Iterable[int]) -> None:
-    """Load pruned weights rounded to each layer's precision; switch layers to deterministic.
+def apply_compression(
+    model: nn.Module, masks: Iterable[torch.Tensor], bits: Iterable[int] | None = None
+) -> None:
+    """Load the pruned posterior means, rounded to each layer's precision when `bits` are
+    given; switch the layers to deterministic.
 
     The rounding grid of `t` bits is the unit round-off `0.5 * 2^(1 - t)`. Call `model.eval()`
-    before inference; `set_compressed(None)` and `deterministic = False` undo it.
+    before inference; `remove_compression` undoes it.
     """
-    for (_, layer), mask, b in zip(bayesian_layers(model), masks, bits):
+    named = bayesian_layers(model)
+    for (_, layer), mask, b in zip(named, masks, bits if bits is not None else [None] * len(named)):
         with torch.no_grad():
             mu = layer.posterior()[0] * mask
-            delta = 0.5 * 2.0 ** (1.0 - max(b, 1))
-            layer.set_compressed(torch.floor(mu / delta + 0.5) * delta)
+            if b is not None:
+                delta = 0.5 * 2.0 ** (1.0 - max(b, 1))
+                mu = torch.floor(mu / delta + 0.5) * delta
+            layer.set_compressed(mu)
         layer.deterministic = True
 
 
+def remove_compression(model: nn.Module) -> None:
+    """Put the layers back as trained (stochastic, their own posterior)."""
+    for _, layer in bayesian_layers(model):
+        layer.deterministic = False
+        layer.set_compressed(None)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def format_compression(report: BayesCompression) -> str:
-    """The one-line summary plus a per-layer sparsity table, as plain text."""
-    acc = "n/a" if report.accuracy_reduced is None else f"{100 * report.accuracy_reduced:.2f}%"
+    """The one-line summary plus a per-layer table, as plain text."""
     lines = [
         f"architecture compression factor {report.architecture_factor:.1f}, "
         f"bit-precision factor {report.bit_precision_factor:.1f}, "
-        f"accuracy after reduced precision {acc}",
-        f"{'layer':<20} {'groups kept':>12} {'weights kept':>14} {'sparsity':>9} {'bits':>5}",
+        f"accuracy after reduced precision {_percent(report.accuracy_reduced)} "
+        f"(after pruning {_percent(report.accuracy_pruned)})",
+        f"{'layer':<24} {'groups kept':>12} {'weights kept':>16} {'sparsity':>9} {'bits':>5} "
+        f"{'arch x':>8} {'bits x':>7}",
     ]
     for r in report.layers:
         lines.append(
-            f"{r.name:<20} {f'{r.groups_kept}/{r.groups}':>12} "
-            f"{f'{r.weights_kept}/{r.weights}':>14} {r.sparsity:>9.1%} {r.significand_bits:>5d}"
+            f"{r.name:<24} {f'{r.groups_kept}/{r.groups}':>12} "
+            f"{f'{r.weights_kept}/{r.weights}':>16} {r.sparsity:>9.1%} "
+            f"{r.significand_bits:>5d} {r.architecture_factor:>8.1f} {r.bit_precision_factor:>7.1f}"
         )
     return "\n".join(lines)
 
@@ -236,42 +239,68 @@ def format_compression(report: BayesCompression) -> str:
 def bayes_report(
     model: nn.Module, threshold: float, accuracy: Callable[[nn.Module], float]
 ) -> dict[str, Any]:
-    """Prune and reduce precision, measure accuracy, then put the model back as trained.
+    """Prune, measure; reduce precision, measure; then put the model back as trained.
 
     Args:
         model: a trained model of `nettle.nn.bayesian` layers.
         threshold: the `log alpha` pruning threshold.
-        accuracy: the test accuracy of a model (called once, on the compressed model).
+        accuracy: the test accuracy of a model (called twice: pruned at full precision, then
+            pruned at reduced precision).
 
     Returns:
-        `BayesCompression.to_dict()` with `accuracy_reduced` set, plus its `text`
+        `BayesCompression.to_dict()` with both accuracies, plus its `text`
         (`format_compression`).
     """
     report, masks, bits = compress_bayesian(model, threshold)
-    apply_compression(model, masks, bits)
     try:
+        apply_compression(model, masks)
+        report.accuracy_pruned = accuracy(model)
+        apply_compression(model, masks, bits)
         report.accuracy_reduced = accuracy(model)
     finally:
-        for _, layer in bayesian_layers(model):
-            layer.deterministic = False
-            layer.set_compressed(None)
+        remove_compression(model)
     return report.to_dict() | {"text": format_compression(report)}
 
 
+def kl_weight(epoch: int, warmup_epochs: int) -> float:
+    """The KL weight of an epoch (0-based): `epoch / warmup_epochs`, at most 1 (1 without
+    warm-up). Epoch 0 trains on the data term alone; from epoch `warmup_epochs` on, the full
+    ELBO (Sonderby et al. 2016's warm-up)."""
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be at least 0, got {warmup_epochs}")
+    return 1.0 if warmup_epochs == 0 else min(1.0, epoch / warmup_epochs)
+
+
 class BayesObjective:
-    """Variational loss: cross-entropy + KL / (number of training examples).
+    """Variational loss: cross-entropy + beta * KL / (number of training examples).
 
     The KL of the whole model is scaled by the number of *examples* (not minibatches), so the
-    per-batch loss is an unbiased estimate of the negative ELBO per example; after every
-    optimiser step the layers' variances are clipped (`clip_var`). After training,
-    `final_report` prunes at `threshold` and reports the compression (`bayes_report`).
+    per-batch loss is an unbiased estimate of the negative ELBO per example; `beta` is the
+    warm-up weight of the epoch (`kl_weight`). After every optimiser step the layers'
+    variances are clipped (`clip_var`). A `recorder` (`EvolutionRecorder`) keeps the first
+    layer's weights at the start of chosen epochs (checkpointed with the objective). After
+    training, `final_report` prunes at `threshold`, reports the compression (`bayes_report`)
+    and draws the weights' evolution into the run dir.
     """
 
-    def __init__(self, num_examples: int, threshold: float = -3.0) -> None:
+    def __init__(
+        self,
+        num_examples: int,
+        threshold: float = -3.0,
+        kl_warmup_epochs: int = 0,
+        recorder: EvolutionRecorder | None = None,
+    ) -> None:
         if num_examples < 1:
             raise ValueError(f"num_examples must be positive, got {num_examples}")
-        self.num_examples = num_examples
-        self.threshold = threshold
+        self.num_examples, self.threshold = num_examples, threshold
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.kl_weight = kl_weight(0, kl_warmup_epochs)
+        self.recorder = recorder
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self.kl_weight = kl_weight(epoch, self.kl_warmup_epochs)
+        if self.recorder is not None:
+            self.recorder.record(epoch)
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
@@ -280,13 +309,30 @@ class BayesObjective:
             logits = model(x)
             ce = F.cross_entropy(logits, y)
             kl = bayesian_kl(model) / self.num_examples
-        return LossOutput(ce + kl, logits, {"ce": ce.detach(), "kl": kl.detach()})
+        parts = {"ce": ce.detach(), "kl": kl.detach(), "kl_weight": self.kl_weight}
+        return LossOutput(ce + self.kl_weight * kl, logits, parts)
 
     def after_step(self, model: nn.Module) -> None:
         clip_variances(model)
 
+    def extra_state(self) -> dict[str, Any]:
+        return {"evolution": self.recorder.state()} if self.recorder is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.recorder is not None and "evolution" in state:
+            self.recorder.load_state(state["evolution"])
+
     def final_report(
-        self, model: nn.Module, accuracy: Callable[[nn.Module], float]
+        self,
+        model: nn.Module,
+        accuracy: Callable[[nn.Module], float],
+        run_dir: str | Path | None = None,
     ) -> dict[str, Any]:
-        """`{"bayes": bayes_report(...)}` of the trained model."""
-        return {"bayes": bayes_report(model, self.threshold, accuracy)}
+        """`{"bayes": bayes_report(...)}` of the trained model; with a `run_dir`, the
+        evolution pictures (`bayes/evolution.png`, `.gif`) are written and listed."""
+        report = bayes_report(model, self.threshold, accuracy)
+        if self.recorder is not None and run_dir is not None:
+            self.recorder.record_final()
+            files = write_evolution(self.recorder.frames, Path(run_dir) / "bayes", self.threshold)
+            report["evolution"] = {k: str(v) for k, v in files.items()}
+        return {"bayes": report}

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from nettle.compress.bayes import BayesObjective
+from nettle.compress.bayes import BayesObjective, bayesian_layers
+from nettle.compress.bayes_evolution import EvolutionRecorder
 from nettle.compress.distill import DistillObjective
 from nettle.compress.substitute import load_matching
 from nettle.config import ExperimentConfig
@@ -232,5 +233,14 @@ def build_distill(
 def build_bayes(
     cfg: ExperimentConfig, model: nn.Module, train_set: Dataset, device: torch.device
 ) -> tuple[BayesObjective, dict[str, Any]]:
-    """Cross-entropy + KL / examples; its `final_report` prunes at `bayes.threshold`."""
-    return BayesObjective(len(train_set), cfg.bayes.threshold), {}
+    """Cross-entropy + KL / examples with the `bayes.kl_warmup_epochs` warm-up, recording the
+    first Bayesian layer every `bayes.record_every` epochs; its `final_report` prunes at
+    `bayes.threshold`. The facts name the converted layers (`bayes.convert`)."""
+    b = cfg.bayes
+    layers = bayesian_layers(model)
+    recorder = None
+    if layers and b.record_every:
+        recorder = EvolutionRecorder(layers[0][1], b.record_every, cfg.train.epochs)
+    objective = BayesObjective(len(train_set), b.threshold, b.kl_warmup_epochs, recorder)
+    conversion = getattr(model, "bayes_conversion", None)
+    return objective, ({"bayes_conversion": conversion} if conversion is not None else {})

@@ -282,7 +282,11 @@ def _train(
             raise
         final_report = getattr(objective, "final_report", None)
         if final_report is not None:  # e.g. the Bayesian compression of the trained model
-            extras |= final_report(model, lambda m: evaluate(m, test, d.eval_batch_size)["acc"])
+            extras |= final_report(
+                model,
+                lambda m: evaluate(m, test, d.eval_batch_size)["acc"],
+                run_dir if main else None,  # where it may draw (rank 0 writes)
+            )
     return _write_summary(run_dir, summary | extras, model, cfg, setup, resumed, write=main)
 
 

@@ -4,7 +4,9 @@
 foreign one by reference, `nettle.models.references`) with its substitute, classes, channels
 and normalisation defaulting to the data set's, starting from `model.weights` (checked by
 `model.verify`; `nettle.models.weights`), activations replaced and blocks checkpointed as
-asked. `resolve_weights` checks the weights when a run is planned and pins their sha256.
+asked; with a `bayes:` section its layers are made Bayesian (`bayes.convert`,
+`nettle.compress.bayes_convert`). `resolve_weights` checks the weights when a run is planned
+and pins their sha256.
 `load_run_model` and `load_teacher` rebuild a trained one from the config stored beside (or
 inside) its checkpoint, loaded with `weights_only=True`; `load_teacher` also builds a teacher
 named by model reference from a weights file (`distill.teacher` + `distill.teacher_weights`).
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nettle.compress.bayes_convert import prepare_bayesian
 from nettle.config import ConfigError, ExperimentConfig, ModelConfig, load_config, load_config_dict
 from nettle.models.factory import MODELS, create_model
 from nettle.models.references import is_reference
@@ -62,6 +65,10 @@ def build_model(cfg: ExperimentConfig, pretrained: bool = True) -> nn.Module:
     report = load_pretrained(model, cfg.model) if pretrained else None
     if report is not None:
         model.weights_report = report.to_dict()  # type: ignore[assignment]
+    if cfg.bayes is not None:  # after the weights: they become the Bayesian means
+        conversion = prepare_bayesian(model, cfg.bayes, cfg.model.name)
+        if conversion is not None:
+            model.bayes_conversion = conversion.to_dict()  # type: ignore[assignment]
     rules = unit_rules(cfg.model)
     if rules:  # logic-inspired units by layer; the report goes to the run's summary
         example = torch.rand(2, in_channels, *info.image_size)

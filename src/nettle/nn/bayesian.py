@@ -13,7 +13,13 @@ correct Gaussian KL for convolutions as for Linear (the tutorial's convolution s
 variance), the posterior of a convolution broadcasts `z` over the output channel, and the
 deterministic (compressed) forward of a convolution keeps stride, padding and dilation.
 Shapes: `LinearGroupNJ` maps (N, *, in) -> (N, *, out); `Conv2dGroupNJ` maps (N, C, H, W) like
-`nn.Conv2d`.
+`nn.Conv2d` (groups and string paddings included). `from_dense` builds either from a trained
+dense layer: its weights and bias become the means, `z_mu = 1`, so the converted layer's
+deterministic output equals the dense layer's.
+
+Parameters of a layer with bias: `2 W + 2 O + 2 G` for W weights, O outputs and G group
+variables (input units of a Linear layer, output channels of a convolution): the means and
+log-variances of each, i.e. the dense layer's `W + O` plus `W + O + 2 G`.
 """
 
 from __future__ import annotations
@@ -63,6 +69,14 @@ class BayesianLayer(nn.Module):
             if self.bias_mu is not None:
                 self.bias_mu.zero_()
                 self.bias_logvar.normal_(-9.0, 1e-2)
+
+    def _copy_dense(self, dense: nn.Linear | nn.Conv2d) -> None:
+        """Means from a dense layer's weights and bias; `z_mu = 1` (the dense function)."""
+        with torch.no_grad():
+            self.weight_mu.copy_(dense.weight)
+            self.z_mu.fill_(1.0)
+            if self.bias_mu is not None and dense.bias is not None:
+                self.bias_mu.copy_(dense.bias)
 
     def log_alpha(self) -> torch.Tensor:
         """Log dropout rate of each group: `z_logvar - log(z_mu^2)`."""
@@ -154,6 +168,21 @@ class LinearGroupNJ(BayesianLayer):
         var = F.linear(xz.pow(2), self.weight_logvar.exp(), bias_var)
         return _reparameterize(mean, var.clamp_min(1e-16).log(), sample=self.training)
 
+    @classmethod
+    def from_dense(cls, dense: nn.Linear, clip_var: float | None = None) -> LinearGroupNJ:
+        """The Bayesian version of `dense`, its weights and bias as the means."""
+        w = dense.weight
+        layer = cls(
+            dense.in_features,
+            dense.out_features,
+            bias=dense.bias is not None,
+            clip_var=clip_var,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        layer._copy_dense(dense)
+        return layer
+
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias_mu is not None}"
 
@@ -161,7 +190,7 @@ class LinearGroupNJ(BayesianLayer):
 class Conv2dGroupNJ(BayesianLayer):
     """2-d convolution with a group normal-Jeffreys prior on its output channels.
 
-    Args match `nn.Conv2d` (without groups), plus `clip_var`.
+    Args match `nn.Conv2d` (zero padding only), plus `clip_var`.
     """
 
     def __init__(
@@ -170,8 +199,9 @@ class Conv2dGroupNJ(BayesianLayer):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, int] | str = 0,
         dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
         bias: bool = True,
         clip_var: float | None = None,
         device: torch.device | None = None,
@@ -179,22 +209,25 @@ class Conv2dGroupNJ(BayesianLayer):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.in_channels, self.out_channels = in_channels, out_channels
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"channels {in_channels}, {out_channels} not divisible by {groups}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.dilation = _pair(dilation)
         self.clip_var, self.deterministic = clip_var, False
         self.group_shape = (out_channels, 1, 1, 1)
-        shape = (out_channels, in_channels, *self.kernel_size)
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
         self.z_mu = nn.Parameter(torch.empty(out_channels, **dd))
         self.z_logvar = nn.Parameter(torch.empty(out_channels, **dd))
         self.weight_mu = nn.Parameter(torch.empty(shape, **dd))
         self.weight_logvar = nn.Parameter(torch.empty(shape, **dd))
         self.bias_mu = nn.Parameter(torch.empty(out_channels, **dd)) if bias else None
         self.bias_logvar = nn.Parameter(torch.empty(out_channels, **dd)) if bias else None
-        self._init_variational(in_channels * self.kernel_size[0] * self.kernel_size[1])
+        self._init_variational(shape[1] * shape[2] * shape[3])
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deterministic:
@@ -211,10 +244,33 @@ class Conv2dGroupNJ(BayesianLayer):
             mean * z, (var * z.pow(2)).clamp_min(1e-16).log(), sample=self.training
         )
 
+    @classmethod
+    def from_dense(cls, dense: nn.Conv2d, clip_var: float | None = None) -> Conv2dGroupNJ:
+        """The Bayesian version of `dense` (zero padding), its weights and bias as the means."""
+        if dense.padding_mode != "zeros":
+            raise ValueError(f"padding_mode {dense.padding_mode!r}: only 'zeros' is supported")
+        w = dense.weight
+        layer = cls(
+            dense.in_channels,
+            dense.out_channels,
+            dense.kernel_size,
+            stride=dense.stride,
+            padding=dense.padding,
+            dilation=dense.dilation,
+            groups=dense.groups,
+            bias=dense.bias is not None,
+            clip_var=clip_var,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        layer._copy_dense(dense)
+        return layer
+
     def extra_repr(self) -> str:
+        groups = f", groups={self.groups}" if self.groups > 1 else ""
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}{groups}"
         )
 
 

@@ -11,8 +11,9 @@ not step it) and `after_step(model)` hooks (annealing, variance clipping), `extr
 the trainer steps on each batch, e.g. "free" adversarial training). An objective whose outputs
 are not class scores (CTC) also sets `LossOutput.correct` and provides `eval_metric()`, a fresh
 `EvalMetric` for the trainer's evaluation (default `ClassificationMetric`). After training, a
-run calls `final_report(model, accuracy)` when the objective has one (`accuracy(model)` is the
-test accuracy) and adds the dict it returns to the run's summary (Bayesian compression).
+run calls `final_report(model, accuracy, run_dir)` when the objective has one (`accuracy(model)`
+is the test accuracy; `run_dir` is where it may write pictures, None on the ranks that write
+nothing) and adds the dict it returns to the run's summary (Bayesian compression).
 
 A run picks its objective by config section (`nettle.train.objective_registry`); `LossOutput`
 lives in `nettle.loss_output` so that objectives outside this package need not import it.
