@@ -31,6 +31,16 @@ CASES = {
         {"eps": 1.0, "steps": 8, "norm": "l2", "loss": "dlr"},
         ("l2", 1.0),
     ),
+    "apgd-t": ("apgd-t", {"eps": 0.15, "steps": 8, "targets": 3}, ("linf", 0.15)),
+    "fab": ("fab", {"eps": 0.15, "steps": 10}, ("linf", 0.15)),
+    "fab-t-l2": ("fab-t", {"eps": 1.0, "steps": 10, "norm": "l2", "targets": 3}, ("l2", 1.0)),
+    "square": ("square", {"eps": 0.15, "queries": 60}, ("linf", 0.15)),
+    "square-l2": ("square", {"eps": 1.0, "queries": 60, "norm": "l2"}, ("l2", 1.0)),
+    "autoattack": (
+        "autoattack",
+        {"eps": 0.15, "steps": 5, "targets": 2, "queries": 30},
+        ("linf", 0.15),
+    ),
 }
 # stronger settings for targeted runs towards (y + 1) % 4, and the success rate each must reach
 TARGETED = {

@@ -11,7 +11,9 @@ after 22% of the iterations, then after intervals shrinking by 3% down to 6% (in
 the reference code). At a check, per example, `eta` is halved and the iterate restarts from the
 best point (with its gradient) when the loss rose between consecutive iterates in at most
 `rho = 75%` of the interval's steps, or when the previous check did not halve and the best loss
-has not improved since. Returns, per example, the last point that fooled the model, else the
+has not improved since (as the reference code: the first check never takes the second rule,
+and its first step counts as an increase when its loss is positive, compared with a zero row).
+Returns, per example, the last point that fooled the model, else the
 highest-loss point. `restarts` repeats from fresh random points on the examples not yet
 fooled. Losses: `ce`, and `dlr = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`;
 targeted: minus the CE to the target, and
@@ -94,16 +96,17 @@ class APGD(Attack):
             return dlr_loss(logits, y, target)
         return super().loss(logits, y, target)
 
+    def fooled(
+        self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Which examples these outputs count as fooled (the base's `success`)."""
+        return self.success(logits, y, target)
+
     def _grad(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = x.detach().requires_grad_(True)
-        logits = self.model(x)
-        loss = self.loss(logits, y, target)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-        pred = logits.argmax(1)
-        fooled = pred == target if target is not None else pred != y
-        return g, loss.detach(), fooled
+        g, loss, output = self.loss_grad(x, y, target)  # counted, averaged under EOT
+        return g, loss, self.fooled(output, y, target)
 
     def _project(self, x: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
         lo, hi = self.clip
@@ -128,10 +131,10 @@ class APGD(Attack):
         found = cur.clone()
         best, best_g, best_loss = cur.clone(), g.clone(), loss.clone()
         eta = torch.full((len(x), *view[1:]), 2 * c.eps, device=x.device, dtype=x.dtype)
-        prev, prev_loss = cur.clone(), loss
+        prev, prev_loss = cur.clone(), torch.zeros_like(loss)
         marks = set(checkpoints(c.steps))
         last_mark, increases = 0, torch.zeros_like(loss)
-        halved_last, best_at_mark = torch.zeros_like(fooled), best_loss.clone()
+        halved_last, best_at_mark = torch.ones_like(fooled), best_loss.clone()
         for k in range(1, c.steps + 1):
             a = 0.75 if k > 1 else 1.0
             direction = g.sign() if c.norm == "linf" else g / (per_example_norm(g, "l2") + 1e-12)
@@ -162,8 +165,10 @@ class APGD(Attack):
     ) -> torch.Tensor:
         c = self.config
         if c.loss == "dlr":
+            if self.custom_objective:
+                raise ValueError("APGD loss 'dlr' needs a classifier's logits; use loss 'ce'")
             with torch.no_grad():
-                k = self.model(x[:1]).shape[1]
+                k = self.forward(x[:1]).shape[1]
             if k < (4 if target is not None else 3):
                 raise ValueError(
                     f"APGD-DLR needs at least {4 if target is not None else 3} classes"
