@@ -186,3 +186,20 @@ def test_converted_run_warms_up_the_kl_reports_and_draws(tmp_path):
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["objective"]
     assert [f["epoch"] for f in state["evolution"]] == [0, 1, 2]
     assert state["evolution"][0]["weight_mu"].shape == (4, 1, 3, 3)
+
+
+def test_the_example_trains_and_the_cli_prints_the_report(tmp_path, capsys):
+    from nettle.cli import main
+
+    overrides = ["train.epochs=1", "data.subset=64", "model.kwargs.width=4", "train.log_every=1"]
+    args = ["train", "examples/bayes-vgg-digits.yaml", "-o", str(tmp_path / "run")]
+    args += ["--store", str(tmp_path / "runs.db")]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    first = summary["bayes"]["text"].splitlines()[0]
+    assert first.startswith("architecture compression factor ") and first in out
+    assert "net.stage2.0" in out  # the per-layer table
+    assert summary["bayes_conversion"]["converted"][-1] == "net.fc"

@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         out.print(phase_table(summary["phases"]))
     if summary.get("setup_time") is not None:
         out.print(f"setup (data, model; once): {summary['setup_time']:.2f} s", highlight=False)
+    if isinstance(summary.get("bayes"), dict):  # Bayesian compression (nettle.compress.bayes)
+        text = summary["bayes"].get("text", "")
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
     best = summary.get("best_test_acc")
     out.print(
         f"run dir: {run_dir}  status: {summary['status']}"
