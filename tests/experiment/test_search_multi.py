@@ -293,13 +293,18 @@ def test_cli_prints_the_front(tmp_path, capsys, monkeypatch, job):
         "  constraints: ['params <= 5000']\n  sampler: random\n"
         "  space:\n    model.kwargs.width: [2, 8]\n    train.optim.lr: [0.01]\n"
     )
-    argv = ["sweep", "search", str(path), "--trials", "3", "--root", str(tmp_path / "runs")]
-    assert main([*argv, "--slots", "2", "--json"]) == 0
+    argv = ["sweep", "search", str(path), "--root", str(tmp_path / "runs"), "--trials"]
+    assert main([*argv, "3", "--slots", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["constraints"] == ["params <= 5000"] and len(out["trials"]) == 3
     front = out["front"]
     assert [t["params"]["model.kwargs.width"] for t in front] == [2]
     assert front[0]["values"] == [pytest.approx(_acc(0.01, 2)), _params(2)]
+    assert main([*argv, "1"]) == 0  # one more trial, printed as text
+    text = capsys.readouterr().out
+    assert "study s: 4 trials" in text and "constraints params <= 5000" in text
+    assert "Pareto front (test_acc, params): 1 trials" in text
+    assert f"trial {front[0]['number']}: test_acc = {_acc(0.01, 2):.4g}, params = 496;" in text
 
 
 def _timed_job(config, run_dir):

@@ -84,6 +84,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
         import optuna
 
         from nettle.experiment.search import run_search
+        from nettle.experiment.search_report import format_value
     except ImportError:
         print("error: search needs Optuna: pip install 'nettle[search]'", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -93,7 +94,7 @@ def run_search_cli(args: argparse.Namespace) -> int:
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "trial" and not args.json:
-            value = " ".join(f"{v:.4g}" for v in info["values"] or [])
+            value = " ".join(format_value(v) for v in info["values"] or [])
             note = " (stored result)" if info["reused"] else ""
             note += " infeasible" if info["feasible"] is False else ""
             note += f" {info['reason']}" if info["reason"] else ""
@@ -124,14 +125,16 @@ def run_search_cli(args: argparse.Namespace) -> int:
 
 
 def _values(t: Any) -> list[str]:
-    return [f"{v:.4g}" for v in t.values] if t.values else [""]
+    from nettle.experiment.search_report import format_value
+
+    return [format_value(v) for v in t.values] if t.values else [""]
 
 
 def _print_result(result: Any) -> None:
     out = Console()
     metrics = [o["metric"] for o in result.objectives]
     table = Table(title=f"search {result.sweep}: {len(result.trials)} trials this call")
-    for col in ("trial", "state", *metrics, "feasible", "params", "run"):
+    for col in ("trial", "state", *metrics, "feasible", "values", "run"):
         table.add_column(col, overflow="fold")
     for t in result.trials:
         values = _values(t) + [""] * (len(metrics) - len(_values(t)))
@@ -140,7 +143,10 @@ def _print_result(result: Any) -> None:
         table.add_row(str(t.number), t.state, *values, feasible, note, t.run_id or "")
     out.print(table)
     limits = f", constraints {', '.join(result.constraints)}" if result.constraints else ""
-    out.print(f"study {result.sweep}: {result.total_trials} trials in {result.study}{limits}")
+    out.print(
+        f"study {result.sweep}: {result.total_trials} trials in {result.study}{limits}",
+        soft_wrap=True,
+    )
     if not result.front:
         out.print("[red]no trial has finished within the constraints[/]")
         return
@@ -153,5 +159,5 @@ def _print_result(result: Any) -> None:
         return
     out.print(f"Pareto front ({', '.join(metrics)}): {len(result.front)} trials")
     for t in result.front:
-        shown = ", ".join(f"{m} = {v:.4g}" for m, v in zip(metrics, t.values))
-        out.print(f"  trial {t.number}: {shown}; {_fmt(t.params)}; run {t.run_id}")
+        shown = ", ".join(f"{m} = {v}" for m, v in zip(metrics, _values(t)))
+        out.print(f"  trial {t.number}: {shown}; {_fmt(t.params)}; run {t.run_id}", soft_wrap=True)

@@ -26,6 +26,7 @@ from nettle.experiment.search_space import optuna_module
 __all__ = [
     "TrialResult",
     "check_study_file",
+    "format_value",
     "load_study",
     "pareto_trials",
     "search_sections",
@@ -132,12 +133,15 @@ def load_study(store_path: str | Path, sweep: str) -> Any | None:
         return None
 
 
-def _number(v: float) -> str:
+def format_value(v: float) -> str:
+    """A trial's value: whole counts from 1000 with thousands separators, else 4 digits."""
     return f"{v:,.0f}" if abs(v) >= 1000 and float(v).is_integer() else f"{v:.4g}"
 
 
 def _params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_number(v) if isinstance(v, float) else v}" for k, v in params.items())
+    return ", ".join(
+        f"{k}={format_value(v) if isinstance(v, float) else v}" for k, v in params.items()
+    )
 
 
 def _broken(violations: dict[str, float]) -> str:
@@ -197,7 +201,7 @@ def _section(study: Any, sweep: str, records: list[dict[str, Any]]) -> Section:
 
 
 def _row(t: Any, n_metrics: int, status: str) -> list[str]:
-    values = [_number(v) for v in t.values or []]
+    values = [format_value(v) for v in t.values or []]
     values += [""] * (n_metrics - len(values))
     return [str(t.number), t.user_attrs.get("run_id") or "", *values, status, _params(t.params)]
 
