@@ -32,7 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nettle.attack.autoattack import with_preset
 from nettle.attack.base import ATTACKS, AttackResult, create_attack, eval_mode
+from nettle.attack.eot import seeded_randomness
 from nettle.attack.masking import TRANSFER, is_randomised, masking_checks, randomness_warning
 from nettle.attack.objectives import Objective, classification
 from nettle.attack.result import RobustnessResult, format_robustness
@@ -120,10 +122,12 @@ class _Evaluation:
             self.kw = {"loss_fn": objective.loss_fn, "success_fn": objective.success_fn}
         self.warnings: list[str] = []
         self.attacked = 0
+        self.generator = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def _output(self, x: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.model):
+        """The model's output at `x` (a randomised model's draws seeded from `seed`)."""
+        with eval_mode(self.model), seeded_randomness(self.generator):
             return self.model(x.to(self.dev))
 
     def start(self, x: torch.Tensor, y: torch.Tensor) -> _Batch:
@@ -297,6 +301,7 @@ def evaluate_robustness(
     surrogate: nn.Module | None = None,
     surrogate_name: str = "surrogate",
     thresholds: Sequence[float] = THRESHOLDS,
+    preset: str | None = None,
 ) -> RobustnessResult:
     """Robust accuracy of `model` on `data` for every attack and epsilon.
 
@@ -319,7 +324,10 @@ def evaluate_robustness(
         surrogate: a model to craft transfer attacks on (on its own device); each attack is
             also reported as "<attack> (transfer from <surrogate_name>)".
         thresholds: confidence thresholds of MaxConfidence's curves.
+        preset: "autoattack-standard" or "autoattack-rand": adds that AutoAttack ensemble as
+            the attack "autoattack" (its options in `attacks` kept, `nettle.attack.autoattack`).
     """
+    attacks = with_preset(attacks, preset)
     objective = objective or classification()
     if not per_attack:
         if surrogate is not None:

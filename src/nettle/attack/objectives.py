@@ -41,6 +41,7 @@ __all__ = [
     "cross_entropy",
     "ctc_lines",
     "decoded_rows",
+    "get_objective",
     "margin_loss",
     "misclassified",
     "objective_for",
@@ -127,6 +128,14 @@ def decoded_rows(log_probs: torch.Tensor) -> torch.Tensor:
     classes, lengths = best_path(log_probs)
     labels = (classes - 1).clamp(min=0)  # class k + 1 is label k; -1 past the end -> 0
     return torch.cat([lengths[:, None], labels], 1)
+
+
+def get_objective(name: str) -> Objective:
+    """The objective called `name`: "classification" or "ctc-lines"."""
+    known = {"classification": classification, "ctc-lines": ctc_lines}
+    if name not in known:
+        raise ValueError(f"unknown objective {name!r}; known: {', '.join(known)}")
+    return known[name]()
 
 
 def objective_for(loss: str) -> Objective:

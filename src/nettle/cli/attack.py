@@ -1,4 +1,9 @@
-"""`nettle attack RUN_DIR_OR_CHECKPOINT --attacks fgsm,pgd,cw --eps 0.1,0.2,0.3 [--json]`."""
+"""`nettle attack RUN_DIR_OR_CHECKPOINT --attacks fgsm,pgd,cw --eps 0.1,0.2,0.3 [--json]`.
+
+A classifier is scored by accuracy; a CTC line recogniser (`train.loss: ctc`) by whole-line
+accuracy and character error rate under attack (`nettle.attack.objectives.ctc_lines`).
+`--surrogate RUN2|CHECKPOINT` adds transfer rows crafted on that model.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "accuracy per attack and epsilon. Each setting is an evaluation stage of its own, "
         "RUN_DIR/eval/attack-<key>.json (key: the settings and the checkpoint's digest): "
         "another epsilon adds a file, the same settings read the saved one. A run dir's "
-        "results are recorded in its store, beside earlier ones.",
+        "results are recorded in its store, beside earlier ones. A CTC line recogniser is "
+        "scored by line accuracy and character error rate.",
     )
     p.add_argument("target", help="a run dir or a checkpoint file")
     p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated attack names")
@@ -35,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="ATTACK.KEY=V",
         help="attack option, e.g. --set pgd.steps=20 (repeatable)",
+    )
+    p.add_argument(
+        "--surrogate",
+        default=None,
+        metavar="RUN|CHECKPOINT",
+        help="also craft every attack on this model and score it on the target (transfer rows)",
     )
     p.add_argument("--limit", type=int, default=None, help="attack only the first N test examples")
     p.add_argument("--seed", type=int, default=0, help="seed of the random attacks (0)")
@@ -140,31 +152,35 @@ def _check_store(run_dir: Path, explicit: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nettle.attack.objectives import objective_for
     from nettle.experiment.evaluation import _test_tensors, robustness_rows, run_attack_stage
     from nettle.experiment.report import plot_robustness
-    from nettle.models.build import load_run_model, load_teacher
     from nettle.train.distributed import resolve_device
 
     settings = _settings(args)
     device = resolve_device(args.device or "cpu", "--device")
     target = Path(args.target)
     cfg, ckpt, folder, is_run = _target(target)
-    if cfg.train.loss == "ctc":
-        raise ValueError(
-            f"{target}: a CTC sequence model; nettle attack scores classifiers (one label "
-            "per example), which this model is not"
-        )
+    objective = objective_for(cfg.train.loss).name
+    if objective != "classification":  # e.g. ctc-lines: line accuracy and CER
+        settings["objective"] = objective
+    surrogate = _surrogate(args.surrogate, cfg, settings) if args.surrogate else None
     _check_writable(folder)
     if is_run:
         _check_store(target, args.store)
-    model = load_run_model(folder, cfg, checkpoint=ckpt) if is_run else load_teacher(ckpt)
-    model = model.to(device)
+    model = _load(cfg, ckpt, folder, is_run).to(device)
     data = _test_tensors(cfg.data)
-    n = len(settings["attacks"]) * len(settings["eps"])
+    n = len(settings["attacks"]) * len(settings["eps"]) * (2 if surrogate is not None else 1)
     with Progress(console=Console(stderr=True), transient=True, disable=args.json) as bar:
         task = bar.add_task("attacking", total=n)
         path, record, cached = run_attack_stage(
-            folder, model, data, settings, ckpt, progress=lambda name, e: bar.advance(task)
+            folder,
+            model,
+            data,
+            settings,
+            ckpt,
+            progress=lambda name, e: bar.advance(task),
+            surrogate=surrogate.to(device) if surrogate is not None else None,
         )
     result = record["result"]
     png = path.with_suffix(".png")
@@ -189,21 +205,82 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(cfg: Any, ckpt: Path, folder: Path, is_run: bool) -> Any:
+    from nettle.models.build import load_run_model, load_teacher
+
+    return load_run_model(folder, cfg, checkpoint=ckpt) if is_run else load_teacher(ckpt)
+
+
+def _surrogate(where: str, cfg: Any, settings: dict) -> Any:
+    """The surrogate model of `--surrogate`; its name and checkpoint digest join the settings
+    (so the stage file is its own)."""
+    from nettle.files import file_sha256
+
+    path = Path(where)
+    try:
+        s_cfg, s_ckpt, s_folder, s_is_run = _target(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"--surrogate {exc}") from None
+    if s_cfg.train.loss != cfg.train.loss:
+        raise ValueError(
+            f"--surrogate {where}: trained with train.loss={s_cfg.train.loss}, the target with "
+            f"{cfg.train.loss}; a surrogate must solve the same task"
+        )
+    name = path.name if s_is_run else path.stem
+    settings["surrogate"] = {"name": name, "sha256": file_sha256(s_ckpt)}
+    return _load(s_cfg, s_ckpt, s_folder, s_is_run)
+
+
 def _print(result: dict, path: Path, png: Path, cached: bool) -> None:
     eps = [float(e) for e in result["eps"]]
+    what = "line accuracy" if result.get("objective") == "ctc-lines" else "accuracy"
     table = Table(
-        title=f"robust accuracy ({result['examples']} examples, clean {result['clean_accuracy']:.1%})"
+        title=f"robust {what} ({result['examples']} examples, clean {result['clean_accuracy']:.1%})"
     )
     table.add_column("attack")
     for e in eps:
         table.add_column(f"eps {e:g}", justify="right")
+    spread = result.get("spread") or {}
     for name, curve in result["accuracy"].items():
-        table.add_row(name, *[f"{curve[str(e)]:.1%}" for e in eps])
+        sd = spread.get(name) or {}
+        table.add_row(name, *[_cell(curve[str(e)], sd.get(str(e))) for e in eps])
     table.add_row("worst case", *[f"{result['worst'][str(e)]:.1%}" for e in eps])
     console = Console()
     console.print(table)
+    _print_extra(console, result, eps)
     for w in result["warnings"]:
         console.print(f"[bold red]masking warning:[/bold red] {w}")
     console.print(
         f"{'read (same settings and checkpoint)' if cached else 'saved'}: {path} and {png}"
     )
+
+
+def _cell(acc: float, sd: float | None) -> str:
+    return f"{acc:.1%}" + (f" ±{sd:.1%}" if sd is not None else "")
+
+
+def _print_extra(console: Console, result: dict, eps: list[float]) -> None:
+    """The error rate (e.g. CER), the cost and MaxConfidence's threshold curves."""
+    if result.get("errors"):
+        table = Table(title=f"{result['error_name']} (clean {result['clean_error']:.2%})")
+        table.add_column("attack")
+        for e in eps:
+            table.add_column(f"eps {e:g}", justify="right")
+        for name, curve in result["errors"].items():
+            table.add_row(name, *[f"{curve[str(e)]:.2%}" for e in eps])
+        console.print(table)
+    if result.get("cost"):
+        table = Table(title="cost: seconds, forward / backward passes (examples)")
+        table.add_column("attack")
+        for e in eps:
+            table.add_column(f"eps {e:g}", justify="right")
+        for name, curve in result["cost"].items():
+            cells = [curve[str(e)] for e in eps]
+            table.add_row(
+                name, *[f"{c['seconds']:.2f}s {c['forwards']}/{c['backwards']}" for c in cells]
+            )
+        console.print(table)
+    for name, curves in (result.get("confidence") or {}).items():
+        for e, curve in curves.items():
+            points = ", ".join(f"{float(t):g}: {v:.1%}" for t, v in curve.items())
+            console.print(f"{name} eps {float(e):g}, accuracy vs confidence threshold: {points}")
