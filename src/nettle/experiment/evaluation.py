@@ -73,11 +73,17 @@ def checkpoint_of(run_dir: Path) -> Path:
 
 def attack_settings(cfg: ExperimentConfig) -> dict[str, Any] | None:
     """The settings that make an attack stage's numbers, or None when no attack is asked."""
+    from nettle.attack.objectives import objective_for
+
     e = cfg.evaluate
     if not e.attacks:
         return None
     attacks = {name.lower(): dict(opts) for name, opts in sorted(e.attacks.items())}
-    return {"attacks": attacks, "eps": sorted(e.eps), "limit": e.limit, "seed": e.seed}
+    out = {"attacks": attacks, "eps": sorted(e.eps), "limit": e.limit, "seed": e.seed}
+    objective = objective_for(cfg.train.loss).name  # e.g. ctc-lines for a CTC recogniser
+    if objective != "classification":
+        out["objective"] = objective
+    return out
 
 
 def check_attacks(attacks: dict[str, dict[str, Any]], eps: list[float], where: str) -> None:
@@ -201,13 +207,17 @@ def run_attack_stage(
     ckpt: Path,
     progress: Any = None,
     ckpt_sha256: str | None = None,
+    surrogate: Any = None,
 ) -> tuple[Path, dict[str, Any], bool]:
     """Run (or read) one attack stage of `model` on `data`; returns (file, record, cached).
 
     The stage file goes to `folder/eval/attack-<key>.json`; `settings` as from
-    `attack_settings` (attacks, eps, limit, seed).
+    `attack_settings` (attacks, eps, limit, seed; optionally `objective`, a name of
+    `nettle.attack.objectives.get_objective`, and `surrogate` {name, sha256} naming the model
+    given as `surrogate`, which crafts the transfer rows).
     """
     from nettle.attack import evaluate_robustness
+    from nettle.attack.objectives import get_objective
 
     d = ckpt_sha256 or file_sha256(ckpt)
     path = _stage_path(folder, "attack", settings, d)
@@ -224,6 +234,9 @@ def run_attack_stage(
         settings["eps"],
         seed=settings["seed"],
         progress=progress,
+        objective=get_objective(settings.get("objective", "classification")),
+        surrogate=surrogate,
+        surrogate_name=(settings.get("surrogate") or {}).get("name", "surrogate"),
     )
     record = _record("attack", settings, ckpt, d, result.to_dict())
     path.parent.mkdir(exist_ok=True)
@@ -305,7 +318,7 @@ def robustness_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "attack": attack,
-                    "options": s["attacks"].get(attack, {}),
+                    "options": s["attacks"].get(attack.split(" (transfer from ")[0], {}),
                     "eps": float(eps),
                     "accuracy": float(acc),
                     "examples": int(r.get("examples") or 0),
