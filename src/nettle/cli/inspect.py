@@ -1,11 +1,17 @@
-"""`nettle inspect RUN_DIR [--layer NAME] [--channel C ...] [--top K] [--featurevis] -o DIR`."""
+"""`nettle inspect RUN_DIR [--layer NAME] [--channel C ...] [--top K] [--featurevis] -o DIR`;
+`nettle inspect RUN_DIR --activations [--against OTHER_RUN] [--weak 0.1]`: the unit layers'
+weak-activation fractions and maxima (`nettle.inspect.unit_stats`), side by side with another
+run's (e.g. a ReLU net against its ReLog variant)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 __all__ = ["add_parser", "run"]
 
@@ -42,7 +48,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cam-layer", default=None, help="Grad-CAM's layer (default: the last conv layer)"
     )
-    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("-o", "--out", default=None, help="output folder (not with --activations)")
+    p.add_argument(
+        "--activations",
+        action="store_true",
+        help="print each unit layer's weak fraction and max instead of writing pages",
+    )
+    p.add_argument(
+        "--against",
+        default=None,
+        metavar="RUN_DIR",
+        help="with --activations: side by side with this run",
+    )
+    p.add_argument(
+        "--weak", type=float, default=0.1, help="weak: |a| under this times the layer max (0.1)"
+    )
     p.add_argument("--json", action="store_true", help="print the written files as JSON")
     p.set_defaults(func=run)
 
@@ -51,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from nettle.inspect.report import inspect_run
 
     _check_options(args)
+    if args.activations:
+        return _activations(args)
     files = inspect_run(
         args.run_dir,
         args.out,
@@ -89,6 +111,60 @@ def _check_options(args: argparse.Namespace) -> None:
     ):
         if value is not None and value < 1:
             raise ValueError(f"{option} {value}: expected a whole number of at least 1")
+    if args.out is None and not args.activations:
+        raise ValueError("-o/--out: the output folder is required (or give --activations)")
+    if args.against is not None and not args.activations:
+        raise ValueError("--against goes with --activations")
+    if not 0 < args.weak <= 1:
+        raise ValueError(f"--weak {args.weak}: expected a fraction of the layer's max in (0, 1]")
     for c in args.channels or []:
         if c < 0:
             raise ValueError(f"--channel {c}: expected a channel number of at least 0")
+
+
+def _unit_tables(args: argparse.Namespace, runs: list[str]) -> list[list[Any]]:
+    """`unit_stats` of each run on (the first `--max-examples`, 2000, of) its `--split`."""
+    from torch.utils.data import Subset
+
+    from nettle.config import load_config
+    from nettle.inspect.unit_stats import unit_stats
+    from nettle.models.build import load_run_model
+    from nettle.train.data import create_dataset
+
+    tables = []
+    for run in runs:
+        cfg = load_config(Path(run) / "config.yaml")
+        d = cfg.data
+        data = create_dataset(d.name, args.split, d.root, d.image_size)
+        data = Subset(data, range(min(len(data), args.max_examples or 2000)))
+        tables.append(unit_stats(load_run_model(run, cfg), data, weak=args.weak))
+    return tables
+
+
+def _activations(args: argparse.Namespace) -> int:
+    """Print the unit statistics of the run (and of `--against`) side by side, or JSON."""
+    from nettle.inspect.unit_stats import compare_units
+
+    runs = [args.run_dir] + ([args.against] if args.against else [])
+    tables = _unit_tables(args, runs)
+    pairs = [p[: len(runs)] for p in compare_units(tables[0], tables[1] if args.against else [])]
+    if args.json:
+        rows = [[None if s is None else s.to_dict() for s in pair] for pair in pairs]
+        print(json.dumps({"runs": runs, "weak": args.weak, "layers": rows}))
+        return 0
+    table = Table(title=f"unit activations (weak: 0 < |a| < {args.weak:g} x the layer's max)")
+    for i in range(len(runs)):
+        tag = "" if len(runs) == 1 else f" {'AB'[i]}"
+        for head in ("layer", "unit", "weak %", "max"):
+            table.add_column(head + tag, justify="left" if head in ("layer", "unit") else "right")
+    for pair in pairs:
+        cells: list[str] = []
+        for s in pair:
+            stats = [s.layer, s.unit, f"{100 * s.weak_fraction:.1f}", f"{s.max:.3g}"] if s else []
+            cells += stats or [""] * 4
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    for tag, run in zip("AB", runs if len(runs) > 1 else []):
+        console.print(f"{tag}: {run}")
+    return 0

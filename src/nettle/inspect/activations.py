@@ -168,6 +168,8 @@ class LayerStats:
     min: float
     max: float
     percentiles: dict[int, float]
+    weak_fraction: float = 0.0
+    """Share of activations that fire weakly: `0 < |a| < weak * max |a|` (from the sample)."""
 
 
 class _Running:
@@ -194,6 +196,11 @@ class _Running:
         self.keys, self.values = keys, values
 
 
+def _weak_fraction(values: torch.Tensor, below: float) -> float:
+    mags = values.abs()
+    return float(((mags > 0) & (mags < below)).float().mean()) if len(values) else 0.0
+
+
 def activation_stats(
     model: nn.Module,
     data: Any,
@@ -202,11 +209,13 @@ def activation_stats(
     percentiles: Sequence[int] = (1, 5, 25, 50, 75, 95, 99),
     sample_size: int = 1_000_000,
     seed: int = 0,
+    weak: float = 0.1,
 ) -> list[LayerStats]:
-    """Mean, std, fraction exactly zero, min, max and percentiles per layer, streamed.
+    """Mean, std, fraction exactly zero, min, max, percentiles and the fraction of weak
+    activations (nonzero, under `weak` times the layer's largest magnitude) per layer, streamed.
 
-    Moments and extremes are exact; percentiles come from a uniform sample of `sample_size`
-    activations per layer (exact when the layer has no more values than that).
+    Moments and extremes are exact; percentiles and the weak fraction come from a uniform
+    sample of `sample_size` activations per layer (exact when the layer has no more values).
     """
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
@@ -234,6 +243,7 @@ def activation_stats(
                 min=r.min,
                 max=r.max,
                 percentiles={p: float(v) for p, v in zip(percentiles, qs)},
+                weak_fraction=_weak_fraction(r.values, weak * max(abs(r.min), abs(r.max))),
             )
         )
     return out
