@@ -5,20 +5,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nettle.compress.bayes import (
-    BayesObjective,
+from nettle.compress.bayes import BayesObjective, bayes_report, kl_weight
+from nettle.compress.bayes_masks import layer_links
+from nettle.compress.bayes_prune import (
     apply_compression,
-    bayes_report,
     bayesian_layers,
     compress_bayesian,
     format_compression,
     group_masks,
-    kl_weight,
     significand_bits,
 )
-from nettle.compress.bayes_masks import layer_links
 from nettle.measure.timing import PhaseTimer
 from nettle.nn.bayesian import Conv2dGroupNJ, LinearGroupNJ, bayesian_kl, clip_variances
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _set(layer, z_logvar=None, **values):

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from nettle.compress.bayes import BayesObjective, bayesian_layers
+from nettle.compress.bayes import BayesObjective
 from nettle.compress.bayes_evolution import EvolutionRecorder
+from nettle.compress.bayes_prune import bayesian_layers
 from nettle.compress.distill import DistillObjective
 from nettle.compress.substitute import load_matching
 from nettle.config import ExperimentConfig
