@@ -401,10 +401,11 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm (or value)")
     grad_clip_mode: Literal["norm", "value"] = "norm"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    loss: Literal["ce", "sigmoid_mse", "bce", "ctc"] = Field(
+    loss: Literal["ce", "sigmoid_mse", "bce", "ctc", "detection"] = Field(
         "ce",
         description="sigmoid_mse/bce: one independent sigmoid output per class; "
-        "ctc: sequence labels (nettle.train.ctc, e.g. crnn on digit-lines)",
+        "ctc: sequence labels (nettle.train.ctc, e.g. crnn on digit-lines); "
+        "detection: boxes (nettle.train.detection, e.g. tiny-yolo on digit-scenes)",
     )
     strictening: float = Field(
         0.0, ge=0, description="weight of strictening_l1 (shorthand of regularizer, see below)"
@@ -643,11 +644,11 @@ def section_clash(cfg: ExperimentConfig) -> str | None:
         return "train.regularizer and train.regularizer_weight (above 0) go together"
     if cfg.model.output == "sigmoid" and t.loss not in ("sigmoid_mse", "bce"):
         return "model.output=sigmoid needs train.loss sigmoid_mse or bce (not cross-entropy)"
-    if t.loss == "ctc":
+    if t.loss in ("ctc", "detection"):
         clash = [k for k, v in (on | logic).items() if v and k != "train.loss"]
         clash += ["train.label_smoothing"] if t.label_smoothing > 0 else []
         if clash:
-            return f"train.loss=ctc cannot be combined with {', '.join(clash)}"
+            return f"train.loss={t.loss} cannot be combined with {', '.join(clash)}"
     if on["adversarial"] and (on["distill"] or on["bayes"]):
         return "adversarial training cannot be combined with distill or bayes"
     if on["bayes"] and on["distill"]:

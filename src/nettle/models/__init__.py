@@ -10,7 +10,8 @@ from nettle.models import resnet as _resnet
 from nettle.models import simple_cnn as _simple_cnn
 from nettle.models import vgg as _vgg
 from nettle.models import wrn as _wrn
+from nettle.models import yolo as _yolo
 from nettle.models.factory import MODELS, create_model, list_models
 
 __all__ = ["MODELS", "create_model", "list_models"]
-del _bayes_lenet, _crnn, _darts, _resnet, _simple_cnn, _vgg, _wrn
+del _bayes_lenet, _crnn, _darts, _resnet, _simple_cnn, _vgg, _wrn, _yolo

@@ -7,7 +7,8 @@ loaded). The config refuses sections that cannot be trained together
 (`nettle.config.section_clash`), so at most one entry is on; plain cross-entropy ("ce") is
 the default when none is.
 
-This module registers the trainer's own objectives ("ce", "ctc", "logic", "adversarial");
+This module registers the trainer's own objectives ("ce", "ctc", "detection", "logic",
+"adversarial");
 `nettle.compress.objectives` registers "distill" and "bayes", and
 `nettle.experiment.objective.build_objective` imports both and picks the one that is on.
 
@@ -31,6 +32,7 @@ from nettle.config import ExperimentConfig
 from nettle.registry import Registry
 from nettle.train.adversarial import create_adversarial
 from nettle.train.ctc import CTCObjective
+from nettle.train.detection import DetectionObjective
 from nettle.train.logic_objective import LogicObjective, needs_logic_objective
 from nettle.train.objectives import CrossEntropy, Objective
 
@@ -101,8 +103,19 @@ def build_ctc(
     return CTCObjective(), {}
 
 
+@register_objective("detection", when=lambda cfg: cfg.train.loss == "detection")
+def build_detection(
+    cfg: ExperimentConfig, model: nn.Module, train_set: Dataset, device: torch.device
+) -> tuple[Objective, dict[str, Any]]:
+    """The single-stage detector's loss (`train.loss: detection`)."""
+    return DetectionObjective(), {}
+
+
 @register_objective(
-    "logic", when=lambda cfg: cfg.train.loss != "ctc" and needs_logic_objective(cfg.train)
+    "logic",
+    when=lambda cfg: (
+        cfg.train.loss not in ("ctc", "detection") and needs_logic_objective(cfg.train)
+    ),
 )
 def build_logic(
     cfg: ExperimentConfig, model: nn.Module, train_set: Dataset, device: torch.device

@@ -3,7 +3,7 @@
 See `nettle.train.data` for the public face of this package.
 """
 
-from nettle.train.datasets import cifar, digit_lines, digits, folder, mnist
+from nettle.train.datasets import cifar, digit_lines, digit_scenes, digits, folder, mnist
 from nettle.train.datasets.base import (
     DATASETS,
     DatasetEntry,
@@ -24,6 +24,7 @@ __all__ = [
     "cifar",
     "create_dataset",
     "digit_lines",
+    "digit_scenes",
     "digits",
     "folder",
     "get_dataset_info",
