@@ -1,6 +1,13 @@
 """Inspect models: activations, receptive fields and patches, probes, feature visualisation."""
 
 from nettle.inspect.activations import LayerStats, TopK, activation_stats, capture, top_k
+from nettle.inspect.attributions import (
+    Attribution,
+    attribute,
+    grad_cam,
+    integrated_gradients,
+    saliency,
+)
 from nettle.inspect.featurevis import (
     FeatureVis,
     Objective,
@@ -14,6 +21,7 @@ from nettle.inspect.featurevis import (
     render,
     standard_transforms,
 )
+from nettle.inspect.interpolation import InterpolationGrid, interpolate_grid
 from nettle.inspect.probes import (
     AugmentationEffect,
     PatchSensitivity,
@@ -39,10 +47,12 @@ from nettle.inspect.trace import (
 )
 
 __all__ = [
+    "Attribution",
     "AugmentationEffect",
     "FeatureVis",
     "FieldTracer",
     "InspectionFiles",
+    "InterpolationGrid",
     "LayerStats",
     "Objective",
     "PatchSensitivity",
@@ -53,6 +63,7 @@ __all__ = [
     "TopPatches",
     "UntraceableError",
     "activation_stats",
+    "attribute",
     "augmentation_effect",
     "capture",
     "channel",
@@ -60,8 +71,11 @@ __all__ = [
     "deepdream",
     "direction",
     "fourier_image",
+    "grad_cam",
     "inspect_run",
+    "integrated_gradients",
     "interpolate_activation",
+    "interpolate_grid",
     "neuron",
     "paste_patch",
     "patch_sensitivity",
@@ -73,6 +87,7 @@ __all__ = [
     "register_pointwise",
     "register_receptive_field",
     "render",
+    "saliency",
     "standard_transforms",
     "top_k",
     "top_patches",
