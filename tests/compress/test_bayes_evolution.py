@@ -1,5 +1,7 @@
 """Recording the first Bayesian layer over epochs and drawing it."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from PIL import Image
 
 from nettle.compress.bayes_evolution import (
     EvolutionRecorder,
+    evolution_gif,
     frame_images,
     plot_evolution,
     write_evolution,
@@ -87,6 +90,7 @@ def test_write_evolution_draws_the_strip_and_one_gif_frame_per_record(tmp_path):
     assert Image.open(files["png"]).format == "PNG"
     fig = plot_evolution(recorder.frames, most=2)
     assert [ax.get_title() for ax in fig.axes[:2]] == ["epoch 0", "epoch 3"]
+    assert Image.open(io.BytesIO(evolution_gif(recorder.frames, most=2))).n_frames == 2
     assert write_evolution([], tmp_path / "none") == {}
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "evolution.png").write_bytes(b"not nettle's")

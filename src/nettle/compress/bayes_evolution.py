@@ -186,13 +186,14 @@ def plot_evolution(
 
 
 def evolution_gif(
-    frames: list[EvolutionFrame], threshold: float = -3.0, duration_ms: int = 600
+    frames: list[EvolutionFrame], threshold: float = -3.0, duration_ms: int = 600, most: int = 60
 ) -> bytes:
-    """An animated GIF of every frame (the one-column strip of each, on the scales of all),
-    as bytes."""
+    """An animated GIF of the frames (at most `most`, evenly chosen; the one-column strip of
+    each, on the scales of all), as bytes."""
+    frames = _pick(frames, most)
     scales = _ranges([frame_images(f, threshold) for f in frames])
     pictures = []
-    for f in sorted(frames, key=lambda f: f.epoch):
+    for f in frames:
         buf = io.BytesIO()
         plot_evolution([f], threshold, scales=scales).savefig(buf, format="png", dpi=80)
         pictures.append(Image.open(io.BytesIO(buf.getvalue())).convert("P"))
