@@ -140,8 +140,8 @@ class ACDC(WeightCached, DepthwisePointwise):
     on every pixel (few pixels).
 
     Inference: in eval mode without a gradient to record, the N x N map of the basis path is
-    cached (`cache.py`), so a batch costs the depthwise part and one 1x1 convolution, and
-    computes exactly what the basis path computes. At WRN-28-10's shapes this beats the FFT
+    cached (`cache.py`), so a batch of any size costs the depthwise part and one 1x1
+    convolution (the numbers of the basis path; the FFT chain agrees to rounding). At WRN-28-10's shapes this beats the FFT
     chain per pixel and the rebuild per call by far (`python bench/substitutes.py --eval`
     prints the three); `fast_form()` folds expansion and summing into a Co x Ci 1x1 as well.
 
@@ -244,11 +244,12 @@ class ACDC(WeightCached, DepthwisePointwise):
         return y if self.bias is None else y + self.bias[:, None, None]
 
     def _use_cache(self, x: torch.Tensor) -> bool:
-        """Cache when `structured_map` would take its basis path and nothing needs a graph."""
-        if isinstance(x, torch.fx.Proxy) or not cacheable(self):
-            return False
-        n, width, h, w = x.shape
-        return n * h * w > width
+        """Whether the cached N x N map may serve this call (eval mode, no graph to record).
+
+        Then it does at any batch: one 1x1 conv beats the FFT chain per pixel even for a
+        single image at 8x8 with 640 channels, where `structured_map` would run the chain.
+        """
+        return not isinstance(x, torch.fx.Proxy) and cacheable(self)
 
     def fast_form(self) -> nn.Module:
         """The deployable form: depthwise conv and the Co x Ci map (`separable_form`)."""
