@@ -117,3 +117,26 @@ def test_inspect_draws_a_strip_per_recorded_layer(runs, tmp_path, monkeypatch):
     page = files.index_html.read_text()
     assert "pip install &#x27;nettle[attribution]&#x27;" in page
     assert "Feature maps of net.fc for fixed test inputs at each recorded epoch." in page
+
+
+STEM = {"net.stem.2": torch.rand(5, 4, 8, 8)}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("inputs.pt", {"inputs": torch.rand(5, 1, 8, 8)}, r"inputs\.pt: not a feature history"),
+        ("inputs.pt", [1, 2], r"inputs\.pt: not a feature history file \(no mapping"),
+        ("epoch0002.pt", {"maps": {"net.fc": torch.rand(5, 10)}}, "of layer 'net.stem.2'"),
+        ("epoch0002.pt", {"maps": {**STEM, "net.fc": torch.rand(5)}}, r"\(N=5, \.\.\.\) of"),
+        ("epoch0002.pt", {"maps": {**STEM, "net.fc": torch.rand(4, 10)}}, "of layer 'net.fc'"),
+    ],
+)
+def test_malformed_history_files_are_one_line(runs, tmp_path, name, content, message):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(runs[0], run)
+    torch.save(content, run / FOLDER / name)
+    with pytest.raises(ValueError, match=message):
+        load_feature_history(run)

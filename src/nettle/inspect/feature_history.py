@@ -176,21 +176,32 @@ def load_feature_history(run_dir: str | Path) -> FeatureHistory | None:
     if not files or not (folder / "inputs.pt").is_file():
         return None
     head = _load(folder / "inputs.pt")
-    layers = head.get("layers")
-    if not isinstance(layers, list) or not isinstance(head.get("inputs"), torch.Tensor):
-        raise ValueError(f"{folder / 'inputs.pt'}: not a feature history file (fields missing)")
+    inputs, labels, layers = head.get("inputs"), head.get("labels"), head.get("layers")
+    n = len(inputs) if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 else -1
+    if (
+        n < 1
+        or not isinstance(labels, torch.Tensor)
+        or labels.shape != (n,)
+        or not isinstance(layers, list)
+        or not all(isinstance(name, str) for name in layers)
+    ):
+        raise ValueError(
+            f"{folder / 'inputs.pt'}: not a feature history file (expected inputs (N, C, H, W), "
+            "labels (N,) and a list of layer names)"
+        )
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for _, path in files:
         maps = _load(path).get("maps")
         for name in layers:
-            if not isinstance(maps, dict) or not isinstance(maps.get(name), torch.Tensor):
-                raise ValueError(f"{path}: no feature maps of layer {name!r}")
-            per_layer[name].append(maps[name])
+            m = maps.get(name) if isinstance(maps, dict) else None
+            if not isinstance(m, torch.Tensor) or m.dim() < 2 or len(m) != n:
+                raise ValueError(f"{path}: no feature maps (N={n}, ...) of layer {name!r}")
+            per_layer[name].append(m.float())
     try:
         stacked = {name: torch.stack(v) for name, v in per_layer.items()}
     except RuntimeError:
         raise ValueError(f"{folder}: feature maps of different shapes across epochs") from None
-    return FeatureHistory([e for e, _ in files], head["inputs"], head["labels"], stacked)
+    return FeatureHistory([e for e, _ in files], inputs, labels, stacked)
 
 
 def _strongest_channel(maps: torch.Tensor) -> int:
