@@ -302,3 +302,19 @@ def test_masks_follow_the_data_flow_not_the_module_order():
     _, masks, _ = compress_bayesian(model, -3.0)
     assert masks[1][:, :, 0, 0].tolist() == [[False, False], [True, False]]
     assert masks[2].all()
+
+
+def test_links_are_found_through_the_input_normalisation_of_a_zoo_model():
+    from nettle.compress.bayes_convert import convert_to_bayesian
+    from nettle.models import create_model
+
+    model = create_model("simple-cnn", num_classes=10, in_channels=1, mean=[0.5], std=[0.25])
+    convert_to_bayesian(model)
+    names = [n for n, _ in bayesian_layers(model)]
+    assert names == ["net.stem.0", "net.stage1.0", "net.stage2.0", "net.fc"]
+    # stem -> stage1 -> stage2 through BN, ReLU (and a max-pool); stage2 -> fc flattened
+    assert layer_links(model, names) == [
+        (0, 1, False, True),
+        (1, 2, False, True),
+        (2, 3, True, True),
+    ]

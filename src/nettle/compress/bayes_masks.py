@@ -13,8 +13,8 @@ activations, pooling, dropout, flattening; `PASSTHROUGH`):
 * Linear -> Linear: the first's output rows die with the second's pruned inputs (when the
   second is its only reader).
 
-The links come from a `torch.fx` trace of the model (Bayesian layers and substitutes are
-leaves), so a residual sum, a concatenation or any other operation breaks a link: those layers
+The links come from a `torch.fx` trace of the model (Bayesian layers, substitutes and modules
+without a Bayesian layer inside are leaves), so a residual sum, a concatenation or any other operation breaks a link: those layers
 keep only their own groups' masks. A model that cannot be traced keeps only its own masks. This
 generalises the chain of the authors' LeNet example (`example.get_masks`) to any network.
 
@@ -73,10 +73,16 @@ _FLATTEN = {torch.flatten, "flatten", "view", "reshape"}
 
 
 class _Tracer(fx.Tracer):
+    """Bayesian layers, substitutes and modules without a Bayesian layer inside (such as an
+    input normalisation with its own checks) are leaves; containers are traced through."""
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return (
-            isinstance(m, BayesianLayer) or is_substitute(m) or super().is_leaf_module(m, qualname)
-        )
+        if isinstance(m, BayesianLayer) or is_substitute(m):
+            return True
+        container = isinstance(m, nn.Sequential | nn.ModuleList | nn.ModuleDict)
+        if not container and not any(isinstance(c, BayesianLayer) for c in m.modules()):
+            return True
+        return super().is_leaf_module(m, qualname)
 
 
 def _step(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[bool, bool]:
