@@ -300,6 +300,11 @@ def test_a_continued_study_keeps_its_objectives_and_constraints(tmp_path, job):
     with pytest.raises(ValueError, match="not an Optuna study database; left as is"):
         run_search(spec, 1, tmp_path / "other" / "nettle.db", root=tmp_path, command=job)
     assert foreign.read_bytes() == b"not a database"
+    assert sorted(p.name for p in foreign.parent.iterdir()) == ["nettle-search.db"]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="has constraints"):
+        run_search(other, 1, tmp_path / "nettle.db", root=tmp_path, command=job)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_cli_prints_the_front(tmp_path, capsys, monkeypatch, job):

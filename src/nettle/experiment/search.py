@@ -97,7 +97,6 @@ class SearchResult:
 def _open_study(spec: SearchSpec, study_file: Path, seed: int | None) -> Any:
     """The study of `spec` (created or continued), checked against its objectives."""
     optuna = optuna_module()
-    check_study_file(study_file)
     study = optuna.create_study(
         storage=study_storage(study_file),
         study_name=spec.name,
@@ -180,9 +179,13 @@ def run_search(
         raise ValueError(f"need trials >= 0 and slots >= 1, got {n_trials} and {slots}")
     search = load_search(spec, metric=metric, direction=direction, sampler=sampler, pruner=pruner)
     root = Path(root)
-    store = store if isinstance(store, Store) else Store(store or root / "nettle.db")
-    study_file = study_path_of(store.path)
+    store_path = store.path if isinstance(store, Store) else Path(store or root / "nettle.db")
+    study_file = study_path_of(store_path)
+    check_study_file(study_file)  # refusals first: nothing is created before them
+    if not isinstance(store, Store) and store_path.exists():
+        store = Store(store_path)
     study = _open_study(search, study_file, seed)
+    store = store if isinstance(store, Store) else Store(store_path)
     emit = progress or (lambda event, info: None)
     first = search.objectives[0]
     result = SearchResult(search.name, first.metric, first.direction, str(study_file))
