@@ -113,3 +113,14 @@ def test_inspect_cli(run_dir, tmp_path, capsys):
     assert out["index_html"] == str(tmp_path / "index.html")
     assert main(["inspect", str(run_dir), "-o", str(tmp_path), "--layer", "net.pool"]) == 2
     assert "traceable conv layers" in capsys.readouterr().err
+
+
+def test_inspect_cam_layer(run_dir, tmp_path, capsys):
+    argv = ["inspect", str(run_dir), "-o", str(tmp_path / "a"), "--max-examples", "30"]
+    assert main([*argv, "--top", "2", "--cam-layer", "net.stem.0"]) == 0
+    page = (tmp_path / "a" / "index.html").read_text()
+    assert "<dt>Grad-CAM layer</dt><dd>net.stem.0</dd>" in page
+    assert main(["inspect", str(run_dir), "-o", str(tmp_path / "b"), "--cam-layer", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no layer named 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
