@@ -30,3 +30,9 @@ def trained():
     model.eval()
     assert (model(xt).argmax(1) == yt).float().mean() > 0.95
     return model, xt, yt
+
+
+@pytest.fixture(scope="session")
+def quadrants():
+    """`make_data(n, seed)`: the 4-class quadrant images of the trained fixture."""
+    return make_data

@@ -151,6 +151,9 @@ class Attack:
             `nettle.attack.eot`); gradient attacks only.
         generator: a generator on the model's device that every call uses and advances,
             instead of a fresh one seeded from `seed` (a training loop that checkpoints it).
+        keep_mode: leave the modules' train/eval flags as they are instead of evaluating in
+            eval mode (attacks inside a training step that take batch statistics, as fast
+            adversarial training does).
         **config: the attack's options (fields of its `Config`).
     """
 
@@ -171,6 +174,7 @@ class Attack:
         success_fn: SuccessFn | None = None,
         eot_iter: int = 1,
         generator: torch.Generator | None = None,
+        keep_mode: bool = False,
         **config: Any,
     ) -> None:
         name = type(self).__name__
@@ -201,6 +205,7 @@ class Attack:
         self.config = self.Config(**config)
         self.generator: torch.Generator | None = generator
         self._own_generator = generator is None
+        self.keep_mode = keep_mode
         self._extras: dict[str, Any] = {}
         self._counts = {"forwards": 0, "backwards": 0}
         self._scored: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -218,28 +223,14 @@ class Attack:
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
     ) -> AttackResult:
         """Attack the batch `x` with labels `y` (and `target` labels when targeted)."""
-        self._check_inputs(x, y, target)
-        home, dev = x.device, self.device
-        x0, y0 = x.detach().to(dev), y.to(dev)
-        if self.channels_last and x0.dim() == 4:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        t0 = target.to(dev) if target is not None else None
-        if self._own_generator:
-            self.generator = torch.Generator(device=dev)
-            if self.seed is not None:
-                self.generator.manual_seed(self.seed)
-            else:
-                self.generator.seed()
-        self._extras, self._scored = {}, None
-        self._counts = {"forwards": 0, "backwards": 0}
-        with eval_mode(self.model):
-            fast = torch.autocast(dev.type, self.autocast) if self.autocast else nullcontext()
-            with torch.enable_grad(), fast:
-                x_adv = self.perturb(x0, y0, t0).detach().clamp(*self.clip)
+        x0, y0, t0 = self._prepare(x, y, target)
+        with self._mode():
+            x_adv = self._perturb(x0, y0, t0)
             output = self._scored_output(x_adv)
             if output is None:
                 with torch.no_grad():
                     output = self.forward(x_adv)
+        home = x.device
         cls = t0 if t0 is not None else y0
         delta = (x_adv - x0).flatten(1)
         return AttackResult(
@@ -254,6 +245,44 @@ class Attack:
             },
             **self._counts,
         )
+
+    def generate(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Only the adversarial inputs, on the caller's device: no success mask, distances or
+        scoring pass (for training loops, which need nothing else)."""
+        x0, y0, t0 = self._prepare(x, y, target)
+        with self._mode():
+            return self._perturb(x0, y0, t0).contiguous().to(x.device)
+
+    def _mode(self) -> Any:
+        return nullcontext() if self.keep_mode else eval_mode(self.model)
+
+    def _prepare(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Check the inputs, move them to the model's device, reset the generator and counts."""
+        self._check_inputs(x, y, target)
+        dev = self.device
+        x0, y0 = x.detach().to(dev), y.to(dev)
+        if self.channels_last and x0.dim() == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        if self._own_generator:
+            self.generator = torch.Generator(device=dev)
+            if self.seed is not None:
+                self.generator.manual_seed(self.seed)
+            else:
+                self.generator.seed()
+        self._extras, self._scored = {}, None
+        self._counts = {"forwards": 0, "backwards": 0}
+        return x0, y0, target.to(dev) if target is not None else None
+
+    def _perturb(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        fast = torch.autocast(x.device.type, self.autocast) if self.autocast else nullcontext()
+        with torch.enable_grad(), fast:
+            return self.perturb(x, y, target).detach().clamp(*self.clip)
 
     def perturb(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None

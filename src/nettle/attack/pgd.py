@@ -100,12 +100,10 @@ class PGD(Attack):
         s = self.settings
         lo, hi = self.clip
         adv = (x + self._start(x)).clamp(lo, hi)
-        if s.norm == "linf":  # the ball and the range intersect in a box
-            low, high = (x - s.eps).clamp_(min=lo), (x + s.eps).clamp_(max=hi)
         for _ in range(s.steps):
             grad, _ = self.input_grad(adv, y, target)
-            if s.norm == "linf":
-                adv = torch.clamp(torch.add(adv, grad.sign(), alpha=s.alpha), low, high)
+            if s.norm == "linf":  # the arithmetic of Madry et al.'s code and torchattacks
+                adv = (x + (adv + s.alpha * grad.sign() - x).clamp(-s.eps, s.eps)).clamp(lo, hi)
             else:
                 step = grad / (per_example_norm(grad, "l2") + 1e-12)
                 adv = (x + project(adv + s.alpha * step - x, s.eps, "l2")).clamp(lo, hi)

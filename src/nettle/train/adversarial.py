@@ -3,7 +3,12 @@
 - `madry` (Madry et al. 2018, arXiv:1706.06083): train on PGD-k examples from a random start,
   generated with the model in eval mode (batch-norm statistics untouched), step `eps/4`.
 - `fast` (Wong, Rice & Kolter 2020, arXiv:2001.03994): one FGSM step of `1.25*eps` from a
-  uniform random start, projected back to the ball.
+  uniform random start, projected back to the ball; as in the paper's code, the gradient is
+  taken in training mode (batch statistics) and the start is clipped to the valid range first.
+
+Both generate their examples with the one PGD of `nettle.attack` (`create_attack("pgd")`,
+without its scoring pass), drawing the random starts from the objective's own generator, whose
+state is saved in checkpoints.
 - `free` (Shafahi et al. 2019, arXiv:1904.12843): each minibatch is replayed `replays` times;
   every replay's single backward pass gives both the parameter gradient and the input gradient,
   and the perturbation is carried over between replays and minibatches (the replay memory), so
@@ -20,17 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nettle.attack.base import create_attack
 from nettle.config import AdversarialConfig
 from nettle.measure.timing import PhaseTimer
 from nettle.train.objectives import LossOutput
 
 __all__ = ["FastFGSM", "FreeAdversarial", "MadryPGD", "create_adversarial"]
-
-
-def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
-    return grad
 
 
 class _Base:
@@ -45,9 +45,27 @@ class _Base:
             self._gen.manual_seed(self.seed + 7)
         return self._gen
 
-    def _uniform(self, x: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(x.shape, generator=self._generator(x.device), device=x.device, dtype=x.dtype)
-        return (2 * u - 1) * self.cfg.eps
+    def _pgd(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        alpha: float,
+        steps: int,
+        keep_mode: bool = False,
+    ) -> torch.Tensor:
+        """PGD-`steps` examples from a uniform start drawn from this objective's generator."""
+        attack = create_attack(
+            "pgd",
+            model,
+            generator=self._generator(x.device),
+            keep_mode=keep_mode,
+            eps=self.cfg.eps,
+            alpha=alpha,
+            steps=steps,
+            random_start=True,
+        )
+        return attack.generate(x, y)
 
     def _train_on(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
@@ -72,16 +90,9 @@ class MadryPGD(_Base):
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
     ) -> LossOutput:
-        eps, steps = self.cfg.eps, self.cfg.steps
-        alpha = self.cfg.alpha or eps / 4
+        alpha = self.cfg.alpha or self.cfg.eps / 4
         with timer.phase("attack"):
-            was = model.training
-            model.eval()
-            adv = (x + self._uniform(x)).clamp(0, 1)
-            for _ in range(steps):
-                grad = _input_grad(model, adv, y)
-                adv = (x + (adv + alpha * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1).detach()
-            model.train(was)
+            adv = self._pgd(model, x, y, alpha, self.cfg.steps)
         return self._train_on(model, adv, y, timer)
 
 
@@ -91,13 +102,9 @@ class FastFGSM(_Base):
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
     ) -> LossOutput:
-        eps = self.cfg.eps
-        alpha = self.cfg.alpha or 1.25 * eps
+        alpha = self.cfg.alpha or 1.25 * self.cfg.eps
         with timer.phase("attack"):
-            delta = self._uniform(x)
-            grad = _input_grad(model, (x + delta).clamp(0, 1), y)
-            delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
-            adv = (x + delta).clamp(0, 1).detach()
+            adv = self._pgd(model, x, y, alpha, 1, keep_mode=True)
         return self._train_on(model, adv, y, timer)
 
 
