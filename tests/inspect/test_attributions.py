@@ -32,14 +32,15 @@ def digits():
 def test_integrated_gradients_are_complete(digits):
     model = _digits_cnn()
     baseline = torch.full((1, 8, 8), 0.1)
-    res = integrated_gradients(model, digits, target=3, baseline=baseline, steps=300)
+    x = digits[:4]
+    res = integrated_gradients(model, x, target=3, baseline=baseline, steps=300)
     with torch.no_grad():
-        gap = model(digits)[:, 3] - model(baseline[None])[0, 3]
+        gap = model(x)[:, 3] - model(baseline[None])[0, 3]
     sums = res.maps.flatten(1).sum(1)
-    assert res.maps.shape == digits.shape
+    assert res.maps.shape == x.shape
     assert torch.allclose(sums, gap, rtol=0.01, atol=1e-4), (sums, gap)
     assert torch.allclose(res.delta, sums - gap, atol=1e-4)
-    assert res.targets.tolist() == [3] * 8
+    assert res.targets.tolist() == [3] * 4
 
 
 def test_saliency_is_the_absolute_input_gradient(digits):
