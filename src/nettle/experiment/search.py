@@ -182,8 +182,8 @@ def run_search(
     store_path = store.path if isinstance(store, Store) else Path(store or root / "nettle.db")
     study_file = study_path_of(store_path)
     check_study_file(study_file)  # refusals first: nothing is created before them
-    if not isinstance(store, Store) and store_path.exists():
-        store = Store(store_path)
+    if not isinstance(store, Store) and (store_path.exists() or not study_file.exists()):
+        store = Store(store_path)  # checks an existing store; a new study cannot differ
     study = _open_study(search, study_file, seed)
     store = store if isinstance(store, Store) else Store(store_path)
     emit = progress or (lambda event, info: None)
