@@ -31,15 +31,18 @@ from nettle.attack.base import ATTACKS, Attack, create_attack, eval_mode
 
 __all__ = [
     "EOT_ITER",
+    "PRESETS",
     "VERSIONS",
     "AutoAttack",
     "AutoAttackConfig",
     "AutoAttackResult",
     "autoattack_stages",
     "run_autoattack",
+    "with_preset",
 ]
 
 VERSIONS = ("standard", "rand")
+PRESETS = {"autoattack-standard": "standard", "autoattack-rand": "rand"}
 EOT_ITER = 20  # the reference's passes per gradient in the rand version
 
 
@@ -209,6 +212,18 @@ def run_autoattack(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     return _run_stages(model, x, y, config, {"seed": seed, "clip": clip}, batch_size, eot_iter)
+
+
+def with_preset(
+    attacks: dict[str, dict[str, Any]], preset: str | None
+) -> dict[str, dict[str, Any]]:
+    """`attacks` with the `preset` ensemble added as the attack "autoattack" (options given for
+    "autoattack" in `attacks` are kept; the preset sets its version)."""
+    if preset is None:
+        return attacks
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return {**attacks, "autoattack": {**attacks.get("autoattack", {}), "version": PRESETS[preset]}}
 
 
 @ATTACKS.register("autoattack")

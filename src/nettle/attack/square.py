@@ -88,7 +88,7 @@ class Square(Attack):
     any_objective = False  # it scores the logit margin
 
     def _rand(self, *shape: int) -> torch.Tensor:
-        return torch.rand(shape, generator=self.generator, device=self.device)
+        return torch.rand(shape, generator=self.generator, device=self.generator.device)
 
     def _int(self, high: int) -> int:
         return int((high * self._rand(1)).long())
@@ -98,7 +98,7 @@ class Square(Attack):
 
     def _eta(self, s: int) -> torch.Tensor:
         """The L2 proposal: a positive bump over a negative one, normalised, maybe transposed."""
-        eta = torch.cat((_bump(s, s // 2), -_bump(s, s - s // 2))).to(self.device)
+        eta = torch.cat((_bump(s, s // 2), -_bump(s, s - s // 2))).to(self.generator.device)
         eta = eta / eta.norm().clamp_min(1e-12)
         return eta.T if self._rand(1).item() > 0.5 else eta
 
