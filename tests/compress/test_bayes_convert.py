@@ -203,3 +203,20 @@ def test_the_example_trains_and_the_cli_prints_the_report(tmp_path, capsys):
     assert first.startswith("architecture compression factor ") and first in out
     assert "net.stage2.0" in out  # the per-layer table
     assert summary["bayes_conversion"]["converted"][-1] == "net.fc"
+
+
+def test_a_sweep_over_the_warmup_plans_distinct_runs_and_recording_is_not_in_the_id():
+    from nettle.config import config_hash
+    from nettle.experiment.spec import plan_sweep
+
+    plan = plan_sweep(
+        {
+            "name": "bayes-sweep",
+            "base": {"bayes": {"convert": True}, "train": {"epochs": 2}},
+            "grid": {"bayes.kl_warmup_epochs": [0, 1, 2]},
+        }
+    )
+    assert [r.config.bayes.kl_warmup_epochs for r in plan.runs] == [0, 1, 2]
+    assert len({r.id for r in plan.runs}) == 3
+    every = [load_config_dict({"bayes": {"convert": True, "record_every": n}}) for n in (1, 5)]
+    assert config_hash(every[0]) == config_hash(every[1])  # an execution setting
