@@ -36,7 +36,12 @@ SETTING_RANGES: dict[str, tuple[str, float, float, bool]] = {
     "tensortrain": ("float", 1e-3, 1.0, True),
     "tucker": ("float", 1e-3, 1.0, True),
     "cp": ("float", 1e-3, 1.0, True),
+    "tensortrain4": ("float", 1e-3, 1.0, True),
+    "tucker4": ("float", 1e-3, 1.0, True),
+    "cp4": ("float", 1e-3, 1.0, True),
     "acdc": ("int", 2, 128, True),
+    "originalacdc": ("int", 2, 128, True),
+    "permutedacdc": ("int", 2, 128, True),
     "shuffle": ("int", 1, 64, False),
 }
 
