@@ -112,3 +112,29 @@ def test_missing_captum_names_the_extra(digits, monkeypatch):
     monkeypatch.setitem(sys.modules, "captum", None)
     with pytest.raises(ImportError, match=r"pip install 'nettle\[attribution\]'"):
         saliency(_digits_cnn(), digits)
+
+
+def test_the_plot_has_a_row_per_method_with_each_map_scaled_to_its_maximum(digits):
+    from nettle.inspect.attributions import plot_attributions
+
+    model = _digits_cnn()
+    results = [
+        grad_cam(model, digits, "2"),
+        saliency(model, digits),
+        integrated_gradients(model, digits),
+    ]
+    fig = plot_attributions(results, max_inputs=3)
+    rows = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_ylabel() for ax in rows] == [
+        "input",
+        "Grad-CAM\n2",
+        "saliency |grad|",
+        "integrated gradients",
+    ]
+    assert len(rows[1].images) == 2  # the input under the Grad-CAM overlay
+    sal = rows[2].images[0].get_array()
+    assert sal.shape == (8, 26)  # three 8x8 maps with one-pixel gaps
+    first = results[1].maps[0, 0]
+    torch.testing.assert_close(torch.tensor(sal[:, :8].filled()), first / first.max())
+    with pytest.raises(ValueError, match="no attributions to plot"):
+        plot_attributions([])

@@ -96,10 +96,12 @@ def test_the_strip_draws_the_strongest_channel_per_epoch():
     history = FeatureHistory([0, 1, 5], torch.rand(2, 1, 2, 2), torch.tensor([3, 4]), {"c": maps})
     fig = plot_feature_history(history, "c")
     assert isinstance(fig, Figure) and "channel 2" in fig._suptitle.get_text()
-    cells = [ax for ax in fig.axes if ax.images]
-    assert len(cells) == 2 * 4  # inputs row + 3 epochs, 2 inputs each
-    assert [ax.get_ylabel() for ax in cells[2::2]] == ["epoch 0", "epoch 1", "epoch 5"]
-    assert float(cells[7].images[0].get_array().mean()) == 3.0  # epoch 5, input 1
+    rows = [ax for ax in fig.axes if ax.images]
+    assert len(rows) == 4  # the inputs, then 3 epochs
+    assert [ax.get_ylabel() for ax in rows] == ["input", "epoch 0", "epoch 1", "epoch 5"]
+    assert [t.get_text() for t in rows[0].get_xticklabels()] == ["label 3", "label 4"]
+    last = rows[3].images[0].get_array()  # input 1 (columns 3-4 after a gap) at epoch 5
+    assert last.shape == (2, 5) and float(last[:, 3:5].mean()) == 3.0 and last.mask[:, 2].all()
     with pytest.raises(ValueError, match=r"channel 4 of layer 'c' is outside 0\.\.3"):
         plot_feature_history(history, "c", channel=4)
 

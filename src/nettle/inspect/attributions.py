@@ -220,37 +220,36 @@ _TITLES = {
 
 
 def plot_attributions(results: Sequence[Attribution], max_inputs: int = 8) -> Figure:
-    """The inputs (titled with their target class), then one row per attribution method.
+    """The inputs (labelled with their target class), then one row per attribution method.
 
-    Grad-CAM is drawn over the input (jet, half transparent); saliency as a heat map (each map
-    scaled to its own maximum); integrated gradients on a diverging scale symmetric about 0
-    (red: for the class, blue: against).
+    Grad-CAM is drawn over the inputs (jet, half transparent); saliency as a heat map and
+    integrated gradients on a diverging scale symmetric about 0 (red: for the class, blue:
+    against), each map scaled to its own largest magnitude. Maps are summed over channels.
     """
     from matplotlib.figure import Figure
 
-    from nettle.inspect.plots import _show
+    from nettle.inspect.plots import _mosaic_row
 
     if not results:
         raise ValueError("no attributions to plot")
     first = results[0]
     n = min(max_inputs, len(first.inputs))
-    fig = Figure(figsize=(1.3 * n + 1.0, 1.4 * (1 + len(results)) + 0.6), layout="constrained")
-    axes = fig.subplots(1 + len(results), n, squeeze=False)
-    for j in range(n):
-        _show(axes[0][j], first.inputs[j], f"target {int(first.targets[j])}")
-    axes[0][0].set_ylabel("input")
-    for row, res in enumerate(results, start=1):
-        for j in range(n):
-            ax, m = axes[row][j], res.maps[j].sum(0)
-            if res.method == "grad_cam":
-                _show(ax, res.inputs[j])
-                ax.imshow(m.numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
-            elif res.method == "integrated_gradients":
-                lim = float(m.abs().max()) or 1.0
-                _show(ax, m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            else:
-                _show(ax, m, cmap="hot", vmin=0.0, vmax=float(m.max()) or 1.0)
-        label = _TITLES[res.method] + (f"\n{res.layer}" if res.layer else "")
-        axes[row][0].set_ylabel(label, fontsize=8)
+    grey = first.inputs[:n].float().mean(1)
+    fig = Figure(figsize=(1.1 * n + 1.2, 1.25 * (1 + len(results)) + 0.6), layout="constrained")
+    axes = fig.subplots(1 + len(results), 1, squeeze=False)[:, 0]
+    _mosaic_row(axes[0], grey, [f"target {int(t)}" for t in first.targets[:n]], cmap="gray")
+    axes[0].xaxis.set_ticks_position("top")
+    axes[0].set_ylabel("input")
+    for ax, res in zip(axes[1:], results):
+        m = res.maps[:n].float().sum(1)
+        scale = m.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1)
+        if res.method == "grad_cam":
+            _mosaic_row(ax, res.inputs[:n].float().mean(1), cmap="gray")
+            _mosaic_row(ax, m / scale, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        elif res.method == "integrated_gradients":
+            _mosaic_row(ax, m / scale, cmap="RdBu_r", vmin=-1, vmax=1)
+        else:
+            _mosaic_row(ax, m / scale, cmap="hot", vmin=0, vmax=1)
+        ax.set_ylabel(_TITLES[res.method] + (f"\n{res.layer}" if res.layer else ""), fontsize=8)
     fig.suptitle("Attributions of the target logit")
     return fig

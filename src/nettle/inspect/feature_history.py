@@ -213,15 +213,15 @@ def _strongest_channel(maps: torch.Tensor) -> int:
 def plot_feature_history(
     history: FeatureHistory, layer: str, channel: int | None = None, max_inputs: int = 8
 ) -> Figure:
-    """One strip per recorded epoch (rows) of one channel's map for each input (columns).
+    """One row per recorded epoch of one channel's map for each input (columns).
 
-    The top row shows the inputs. `channel` defaults to the one most active at the last epoch;
-    every map shares one colour scale, so growth over training shows. A layer with flat
-    outputs (N, K) is drawn as one row of K values per input.
+    The top row shows the inputs, labelled. `channel` defaults to the one most active at the
+    last epoch; every map shares one colour scale, so growth over training shows. A layer with
+    flat outputs (N, K) is drawn as one row of K values per input.
     """
     from matplotlib.figure import Figure
 
-    from nettle.inspect.plots import _show
+    from nettle.inspect.plots import _mosaic_row
 
     maps = history.maps[layer].float()
     n = min(max_inputs, maps.shape[1])
@@ -231,18 +231,21 @@ def plot_feature_history(
         raise ValueError(f"channel {c} of layer {layer!r} is outside 0..{maps.shape[2] - 1}")
     shown = maps[:, :n, c] if spatial else maps[:, :n, None, :]
     lo, hi = float(shown.min()), float(shown.max())
+    inputs = history.inputs[:n].float().mean(1)  # grey: the channel mean
     rows = len(history.epochs) + 1
-    fig = Figure(figsize=(1.2 * n + 1.4, 1.2 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, n, squeeze=False)
+    height = [1.0] + [max(0.25, shown.shape[-2] / shown.shape[-1])] * len(history.epochs)
+    fig = Figure(figsize=(1.1 * n + 1.6, 1.1 * sum(height) + 0.8), layout="constrained")
+    axes = fig.subplots(rows, 1, squeeze=False, height_ratios=height)[:, 0]
+    labels = [f"label {int(v)}" for v in history.labels[:n]]
+    _mosaic_row(axes[0], inputs, labels, cmap="gray")
+    axes[0].set_ylabel("input")
+    axes[0].xaxis.set_ticks_position("top")
     im = None
-    for j in range(n):
-        _show(axes[0][j], history.inputs[j], f"label {int(history.labels[j])}")
-        for i, epoch in enumerate(history.epochs, start=1):
-            im = _show(axes[i][j], shown[i - 1, j], cmap="viridis", vmin=lo, vmax=hi)
-            axes[i][j].set_aspect("auto" if not spatial else "equal")
-            if j == 0:
-                axes[i][j].set_ylabel(f"epoch {epoch}")
-    fig.colorbar(im, ax=[axes[i][-1] for i in range(1, rows)], shrink=0.8, label="activation")
+    for ax, epoch, row in zip(axes[1:], history.epochs, shown):
+        aspect = "equal" if spatial else "auto"  # square pixels; a flat row fills its band
+        im = _mosaic_row(ax, row, cmap="viridis", vmin=lo, vmax=hi, aspect=aspect)
+        ax.set_ylabel(f"epoch {epoch}")
+    fig.colorbar(im, ax=list(axes[1:]), shrink=0.8, label="activation")
     what = f"channel {c}" if spatial else f"{maps.shape[-1]} units"
     fig.suptitle(f"Feature maps of {layer} ({what}) over training")
     return fig

@@ -63,6 +63,31 @@ def _show(ax: Axes, img: torch.Tensor, title: str = "", **kw: Any) -> Any:
     return ax.imshow(img.numpy(), interpolation="nearest", **kw)
 
 
+def _mosaic(images: torch.Tensor, gap: int = 1) -> torch.Tensor:
+    """Images (N, h, w) side by side in one (h, N w + (N - 1) gap) array, NaN between them.
+
+    One `imshow` of a mosaic draws a row of small maps far faster than one axes per map.
+    """
+    n, h, w = images.shape
+    out = torch.full((h, n * (w + gap) - gap), float("nan"))
+    for i, img in enumerate(images.detach().float().cpu()):
+        out[:, i * (w + gap) : i * (w + gap) + w] = img
+    return out
+
+
+def _mosaic_row(ax: Axes, images: torch.Tensor, labels: Sequence[str] = (), **kw: Any) -> Any:
+    """Draw `_mosaic(images)` on `ax`, each image's label under its centre; the image."""
+    n, _, w = images.shape
+    ax.set_yticks([])
+    ax.set_xticks([i * (w + 1) + (w - 1) / 2 for i in range(n)] if labels else [])
+    if labels:
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    return ax.imshow(_mosaic(images).numpy(), interpolation="nearest", **kw)
+
+
 def _images(
     images: Sequence[torch.Tensor], titles: Sequence[str], suptitle: str, max_cols: int = 8
 ) -> Figure:
