@@ -142,3 +142,19 @@ def test_malformed_history_files_are_one_line(runs, tmp_path, name, content, mes
     torch.save(content, run / FOLDER / name)
     with pytest.raises(ValueError, match=message):
         load_feature_history(run)
+
+
+def test_sequence_labels_are_kept_as_minus_one(tmp_path):
+    from torch import nn
+
+    from nettle.inspect.feature_history import with_feature_history
+
+    cfg = load_config_dict({**TREE, "feature_history": {"layers": ["0"], "epochs": [1]}})
+    data = [(torch.rand(1, 4, 6), torch.tensor([1, 2, 3])), (torch.rand(1, 4, 6), torch.tensor(7))]
+    model = nn.Sequential(nn.Conv2d(1, 2, 3))
+    callback = with_feature_history(cfg, tmp_path, model, data, None)
+    callback("start", {"step": 0, "epoch": 0})  # epoch 0 is not asked for
+    callback("epoch", {"epoch": 1})
+    history = load_feature_history(tmp_path)
+    assert history.epochs == [1] and history.labels.tolist() == [-1, 7]
+    torch.testing.assert_close(history.maps["0"][0], model(torch.stack([x for x, _ in data])))

@@ -134,7 +134,9 @@ def with_feature_history(
         return progress
     n = min(fh.inputs, len(test_data))
     xs, ys = zip(*(test_data[i] for i in range(n)))
-    x, y = torch.stack(list(xs)), torch.as_tensor([int(v) for v in ys])
+    labels = [torch.as_tensor(v) for v in ys]  # a sequence label (CTC lines) is stored as -1
+    y = torch.tensor([int(v) if v.numel() == 1 else -1 for v in labels])
+    x = torch.stack(list(xs))
     recorder = FeatureRecorder(model, x, y, fh.layers, fh.epochs, run_dir / FOLDER)
 
     def both(event: str, info: dict[str, Any]) -> None:
@@ -236,7 +238,7 @@ def plot_feature_history(
     height = [1.0] + [max(0.25, shown.shape[-2] / shown.shape[-1])] * len(history.epochs)
     fig = Figure(figsize=(1.1 * n + 1.6, 1.1 * sum(height) + 0.8), layout="constrained")
     axes = fig.subplots(rows, 1, squeeze=False, height_ratios=height)[:, 0]
-    labels = [f"label {int(v)}" for v in history.labels[:n]]
+    labels = [f"label {int(v)}" if v >= 0 else "" for v in history.labels[:n]]
     _mosaic_row(axes[0], inputs, labels, cmap="gray")
     axes[0].set_ylabel("input")
     axes[0].xaxis.set_ticks_position("top")
