@@ -33,7 +33,7 @@ from nettle.inspect.feature_history import (
 from nettle.inspect.interpolation import interpolate_grid, plot_interpolation_grid
 from nettle.inspect.plots import plot_weights
 
-__all__ = ["SectionPlan", "draw_sections", "plan_sections"]
+__all__ = ["SectionPlan", "draw_sections", "last_conv", "plan_sections"]
 
 ATTRIBUTION_INPUTS = 8
 
