@@ -55,6 +55,9 @@ def test_stage_order_and_only_survivors_attacked(trained, calls):
     assert torch.equal(still, result.robust)  # the returned inputs fool exactly the others
     assert (result.x_adv - x).abs().amax().item() <= 0.15 + 1e-6
     assert set(result.seconds) == set(result.accuracy) and min(result.seconds.values()) >= 0
+    # passes: APGD-CE one backward per example and iteration (10) plus its start; Square none
+    assert result.backwards["apgd-ce"] == 11 * result.attacked["apgd-ce"]
+    assert result.backwards["square"] == 0 < result.forwards["square"]
 
 
 def test_rand_version_runs_apgd_ce_and_dlr_with_eot(trained, calls):
@@ -90,6 +93,7 @@ def test_registered_attack_and_presets(trained):
     direct = run_autoattack(model, x, y, 0.15, seed=0, **SMALL)
     assert torch.equal(result.x_adv, direct.x_adv)
     assert result.extras["accuracy"] == direct.accuracy
+    assert result.backwards == sum(direct.backwards.values()) > 0  # the stages' passes
     res = evaluate_robustness(
         model, (x, y), {"autoattack": SMALL}, [0.15], preset="autoattack-standard", checks=False
     )

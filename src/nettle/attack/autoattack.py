@@ -102,6 +102,7 @@ class AutoAttackResult:
         x_adv: (N, ...) the first adversarial input found per example, else the input.
         robust: (N,) bool, examples no stage broke.
         attacked: examples handed to each stage (those still robust before it).
+        forwards, backwards: the model's forward and backward passes (examples) per stage.
     """
 
     version: str
@@ -111,6 +112,8 @@ class AutoAttackResult:
     accuracy: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     attacked: dict[str, int] = field(default_factory=dict)
+    forwards: dict[str, int] = field(default_factory=dict)
+    backwards: dict[str, int] = field(default_factory=dict)
     x_adv: torch.Tensor | None = None
     robust: torch.Tensor | None = None
 
@@ -130,6 +133,8 @@ class AutoAttackResult:
             "robust_accuracy": self.robust_accuracy,
             "seconds": dict(self.seconds),
             "attacked": dict(self.attacked),
+            "forwards": dict(self.forwards),
+            "backwards": dict(self.backwards),
         }
 
 
@@ -159,6 +164,7 @@ def _run_stages(
     for stage, name, stage_options in autoattack_stages(config, eot_iter):
         todo = robust.nonzero().squeeze(1)
         out.attacked[stage] = len(todo)
+        out.forwards[stage] = out.backwards[stage] = 0
         _sync(dev)
         start = time.perf_counter()
         if len(todo):
@@ -166,6 +172,8 @@ def _run_stages(
             for lo in range(0, len(todo), step):
                 idx = todo[lo : lo + step]
                 result = attack(x[idx], y[idx])
+                out.forwards[stage] += result.forwards
+                out.backwards[stage] += result.backwards
                 hit = result.success.to(robust.device)
                 x_adv[idx[hit]] = result.x_adv[hit].to(x_adv.device)
                 robust[idx[hit]] = False
@@ -243,5 +251,7 @@ class AutoAttack(Attack):
         eot = self.eot_iter if self.eot_iter > 1 else EOT_ITER
         options = {"seed": self.seed, "clip": self.clip}
         result = _run_stages(self.model, x, y, self.config, options, None, eot)
+        self._counts["forwards"] += sum(result.forwards.values())
+        self._counts["backwards"] += sum(result.backwards.values())
         self.record(accuracy=result.accuracy, seconds=result.seconds, attacked=result.attacked)
         return result.x_adv
