@@ -401,10 +401,11 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm (or value)")
     grad_clip_mode: Literal["norm", "value"] = "norm"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    loss: Literal["ce", "sigmoid_mse", "bce", "ctc", "detection"] = Field(
+    loss: Literal["ce", "sigmoid_mse", "bce", "ctc", "seq2seq", "detection"] = Field(
         "ce",
         description="sigmoid_mse/bce: one independent sigmoid output per class; "
         "ctc: sequence labels (nettle.train.ctc, e.g. crnn on digit-lines); "
+        "seq2seq: sequence labels read by a decoder (nettle.train.seq2seq, attention-ocr); "
         "detection: boxes (nettle.train.detection, e.g. tiny-yolo on digit-scenes)",
     )
     strictening: float = Field(
@@ -532,6 +533,16 @@ class InspectStageConfig(_Strict):
     max_examples: int | None = Field(None, ge=1)
 
 
+class DecodeStageConfig(_Strict):
+    """Greedy, beam and beam + language-model decoding of a text-line recogniser
+    (`nettle.train.decoding`; crnn and attention-ocr runs)."""
+
+    beam_width: int = Field(8, ge=1, le=256, description="hypotheses kept per line")
+    lm_order: int = Field(2, ge=1, le=6, description="n of the character n-gram model")
+    lm_weight: float = Field(0.5, ge=0, le=10, description="shallow-fusion weight of the LM")
+    lm_k: float = Field(0.1, gt=0, le=100, description="additive smoothing of the LM's counts")
+
+
 class EvaluateConfig(_Strict):
     """What is measured on a trained run; each stage is cached under its own settings."""
 
@@ -545,6 +556,9 @@ class EvaluateConfig(_Strict):
     limit: int | None = Field(None, ge=1, description="attack only the first N test examples")
     seed: int = Field(0, ge=0, description="seed of the random attacks")
     inspect: InspectStageConfig | None = None
+    decode: DecodeStageConfig | None = Field(
+        None, description="line accuracy and CER of greedy, beam and beam + LM decoding"
+    )
 
     @model_validator(mode="after")
     def _attacks_need_eps(self) -> EvaluateConfig:
@@ -644,7 +658,7 @@ def section_clash(cfg: ExperimentConfig) -> str | None:
         return "train.regularizer and train.regularizer_weight (above 0) go together"
     if cfg.model.output == "sigmoid" and t.loss not in ("sigmoid_mse", "bce"):
         return "model.output=sigmoid needs train.loss sigmoid_mse or bce (not cross-entropy)"
-    if t.loss in ("ctc", "detection"):
+    if t.loss in ("ctc", "seq2seq", "detection"):
         clash = [k for k, v in (on | logic).items() if v and k != "train.loss"]
         clash += ["train.label_smoothing"] if t.label_smoothing > 0 else []
         if clash:

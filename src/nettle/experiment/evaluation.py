@@ -2,7 +2,8 @@
 
 A run's `evaluate:` section (`nettle.config.EvaluateConfig`) names the stages that follow
 training: `count` (parameters and multiply-adds), the attacks (robust accuracy per attack and
-epsilon, with the gradient-masking checks) and optionally `inspect`. Each stage is a file
+epsilon, with the gradient-masking checks) and optionally `inspect` and, for text-line
+recognisers, `decode` (greedy, beam and beam + LM decoding). Each stage is a file
 
     <run dir>/eval/<kind>-<key>.json        (inspect: also the folder eval/inspect-<key>/)
 
@@ -54,12 +55,19 @@ class Stages:
     count: dict[str, Any] | None = None
     attack: dict[str, Any] | None = None
     inspect: dict[str, Any] | None = None
+    decode: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
-        """Flat numbers for the store: params, macs, macs_executed."""
+        """Flat numbers for the store: params, macs, macs_executed (and, for a decode stage,
+        acc_<mode> and cer_<mode> of greedy, beam and beam_lm decoding)."""
         c = (self.count or {}).get("result") or {}
-        return {k: c[k] for k in ("params", "macs", "macs_executed") if c.get(k) is not None}
+        out = {k: c[k] for k in ("params", "macs", "macs_executed") if c.get(k) is not None}
+        decoded = (self.decode or {}).get("result") or {}
+        for mode in ("greedy", "beam", "beam_lm"):
+            for key, value in (decoded.get(mode) or {}).items():
+                out[f"{key}_{mode}"] = value
+        return out
 
 
 def checkpoint_of(run_dir: Path) -> Path:
@@ -122,6 +130,11 @@ def check_evaluate(cfg: ExperimentConfig) -> None:
     if e.count is not None:
         get_convention(e.count.convention)
     check_attacks({k.lower(): v for k, v in e.attacks.items()}, sorted(e.eps), "evaluate.attacks")
+    if e.decode is not None and cfg.train.loss not in ("ctc", "seq2seq"):
+        raise ValueError(
+            "evaluate.decode: decodes text-line recognisers (train.loss ctc or seq2seq), "
+            f"not a train.loss={cfg.train.loss} run"
+        )
 
 
 def _settings(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
@@ -133,6 +146,8 @@ def _settings(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
         out["attack"] = attack
     if e.inspect is not None:
         out["inspect"] = e.inspect.model_dump(mode="json")
+    if e.decode is not None:
+        out["decode"] = e.decode.model_dump(mode="json")
     return out
 
 
@@ -278,12 +293,26 @@ def run_stages(
                 continue
             if kind == "count":
                 result = _count_stage(model, cfg, x)
+            elif kind == "decode":
+                result = _decode_stage(model, cfg, x, y, s)
             else:
                 result = _inspect_stage(run_dir, cfg, s, d)
             write_json(_stage_path(run_dir, kind, s, d), _record(kind, s, ckpt, d, result))
     stages = collect_stages(run_dir, cfg, ckpt_sha256=d)
     assert stages is not None  # every stage was just written
     return stages
+
+
+def _decode_stage(model: Any, cfg: ExperimentConfig, x: Any, y: Any, s: dict[str, Any]) -> Any:
+    from nettle.train.data import create_dataset
+    from nettle.train.decoding import decoding_report
+    from nettle.train.seq2seq import reference_lines
+
+    d = cfg.data
+    train = create_dataset(d.name, "train", d.root, d.image_size)
+    if not hasattr(train, "tensors") or train.tensors[1].dim() != 2:
+        raise ValueError(f"evaluate.decode needs text-line data (digit-lines...), not {d.name}")
+    return decoding_report(model, x, y, reference_lines(train.tensors[1]), **s)
 
 
 def _inspect_stage(run_dir: Path, cfg: ExperimentConfig, s: dict[str, Any], d: str) -> Any:

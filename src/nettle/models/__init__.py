@@ -3,6 +3,7 @@
 Families register themselves by import below (explicit, no star imports).
 """
 
+from nettle.models import attention_ocr as _attention_ocr
 from nettle.models import bayes_lenet as _bayes_lenet
 from nettle.models import crnn as _crnn
 from nettle.models import darts as _darts
@@ -14,4 +15,4 @@ from nettle.models import yolo as _yolo
 from nettle.models.factory import MODELS, create_model, list_models
 
 __all__ = ["MODELS", "create_model", "list_models"]
-del _bayes_lenet, _crnn, _darts, _resnet, _simple_cnn, _vgg, _wrn, _yolo
+del _attention_ocr, _bayes_lenet, _crnn, _darts, _resnet, _simple_cnn, _vgg, _wrn, _yolo

@@ -7,8 +7,8 @@ loaded). The config refuses sections that cannot be trained together
 (`nettle.config.section_clash`), so at most one entry is on; plain cross-entropy ("ce") is
 the default when none is.
 
-This module registers the trainer's own objectives ("ce", "ctc", "detection", "logic",
-"adversarial");
+This module registers the trainer's own objectives ("ce", "ctc", "seq2seq", "detection",
+"logic", "adversarial");
 `nettle.compress.objectives` registers "distill" and "bayes", and
 `nettle.experiment.objective.build_objective` imports both and picks the one that is on.
 
@@ -35,6 +35,7 @@ from nettle.train.ctc import CTCObjective
 from nettle.train.detection import DetectionObjective
 from nettle.train.logic_objective import LogicObjective, needs_logic_objective
 from nettle.train.objectives import CrossEntropy, Objective
+from nettle.train.seq2seq import Seq2SeqObjective
 
 __all__ = [
     "DEFAULT_OBJECTIVE",
@@ -103,6 +104,14 @@ def build_ctc(
     return CTCObjective(), {}
 
 
+@register_objective("seq2seq", when=lambda cfg: cfg.train.loss == "seq2seq")
+def build_seq2seq(
+    cfg: ExperimentConfig, model: nn.Module, train_set: Dataset, device: torch.device
+) -> tuple[Objective, dict[str, Any]]:
+    """Teacher-forced cross-entropy of an attention recogniser (`train.loss: seq2seq`)."""
+    return Seq2SeqObjective(), {}
+
+
 @register_objective("detection", when=lambda cfg: cfg.train.loss == "detection")
 def build_detection(
     cfg: ExperimentConfig, model: nn.Module, train_set: Dataset, device: torch.device
@@ -114,7 +123,7 @@ def build_detection(
 @register_objective(
     "logic",
     when=lambda cfg: (
-        cfg.train.loss not in ("ctc", "detection") and needs_logic_objective(cfg.train)
+        cfg.train.loss not in ("ctc", "seq2seq", "detection") and needs_logic_objective(cfg.train)
     ),
 )
 def build_logic(
