@@ -8,9 +8,11 @@ from nettle.config import ConfigError, load_config_dict
 from nettle.experiment.objective import build_objective, objective_name
 from nettle.train.adversarial import MadryPGD
 from nettle.train.ctc import CTCObjective
+from nettle.train.detection import DetectionObjective
 from nettle.train.logic_objective import LogicObjective
 from nettle.train.objective_registry import OBJECTIVES, register_objective
 from nettle.train.objectives import CrossEntropy
+from nettle.train.seq2seq import Seq2SeqObjective
 
 CASES = [
     ({}, "ce", CrossEntropy),
@@ -20,11 +22,22 @@ CASES = [
     ({"adversarial": {"mode": "madry", "steps": 2}}, "adversarial", MadryPGD),
     ({"bayes": {"threshold": -2.5}}, "bayes", BayesObjective),
     ({"distill": {"teacher": "runs/teacher"}}, "distill", None),
+    ({"train": {"loss": "seq2seq"}}, "seq2seq", Seq2SeqObjective),
+    ({"train": {"loss": "detection"}}, "detection", DetectionObjective),
 ]
 
 
 def test_every_section_has_a_registered_builder():
-    assert OBJECTIVES.names() == ["adversarial", "bayes", "ce", "ctc", "distill", "logic"]
+    assert OBJECTIVES.names() == [
+        "adversarial",
+        "bayes",
+        "ce",
+        "ctc",
+        "detection",
+        "distill",
+        "logic",
+        "seq2seq",
+    ]
 
 
 @pytest.mark.parametrize(("section", "name", "kind"), CASES)
