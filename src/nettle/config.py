@@ -441,6 +441,17 @@ class TrainConfig(_Strict):
     deterministic: bool = True
     log_every: int = Field(50, ge=1, description="steps between metric lines")
     tensorboard: bool = True
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="autocast dtype of the forward pass and of the evaluation's attacks "
+        "(fp16 adds a gradient scaler); part of the run's identity (nettle.train.precision)",
+    )
+    channels_last: bool = Field(
+        False, description="model and 4-D inputs in channels_last memory format"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (eager, with a warning, where it fails)"
+    )
 
 
 class DistillConfig(_Strict):
@@ -590,6 +601,10 @@ class FeatureHistoryConfig(_Strict):
 
 # execution settings: how and where a run executes, not what it computes; left out of its id
 # (feature_history only reads the model in eval mode on fixed inputs: the weights are the same)
+# (train.channels_last and train.compile run the same float32 computation in another memory
+# layout or through generated kernels, as another device does: equal up to rounding, except
+# that dropout draws other, equally likely masks; train.precision changes the arithmetic, so
+# it stays in the id)
 EXECUTION_KEYS = (
     "name",
     "priority",
@@ -602,6 +617,8 @@ EXECUTION_KEYS = (
     "train.checkpoint_steps",
     "train.nan_guard",
     "train.nan_guard_grads",
+    "train.channels_last",
+    "train.compile",
     "data.num_workers",
     "data.eval_batch_size",
     "data.download",
