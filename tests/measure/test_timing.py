@@ -125,3 +125,15 @@ def test_elapsed_while_running_and_phase_timer_add_reset(clock):
     assert t.totals() == {"data": 2.0} and t.stats()["data"].median == 1.0
     t.reset()
     assert t.totals() == {} and t.fractions() == {}
+
+
+def test_phase_timer_records_nothing_while_suspended():
+    timer = PhaseTimer()
+    with timer.phase("compile"), timer.suspended():
+        with timer.phase("forward"):
+            pass
+        assert not timer.enabled
+    assert timer.enabled and list(timer.stats()) == ["compile"]
+    with timer.phase("forward"):
+        pass
+    assert [s.count for s in timer.stats().values()] == [1, 1]

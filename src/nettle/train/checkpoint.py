@@ -5,6 +5,7 @@ plain Python values only, so that `torch.load(weights_only=True)` reads it:
 
     {"format": 1,
      "model": model.state_dict(), "optimizer": ..., "scheduler": ...,
+     "scaler": the fp16 gradient scaler's state ({} for fp32 and bf16; `precision.py`),
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor] (when CUDA is available),
              "numpy": {"kind", "keys": int64 tensor, "pos", "has_gauss", "cached"},
              "python": [version, [internal state], gauss],

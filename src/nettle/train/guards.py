@@ -4,7 +4,9 @@
   `save_nonfinite_snapshot` (model, optimiser, the offending batch, the step) so the failure can
   be replayed, and raises `NonFiniteLossError`. With `train.nan_guard_grads` the global gradient
   norm (`grad_norm`, or the one clipping computes anyway) is checked the same way, before the
-  optimiser step, so the snapshot's weights are the last finite ones.
+  optimiser step, so the snapshot's weights are the last finite ones. Under `train.precision:
+  fp16` overflowing gradients are the gradient scaler's to handle (it skips the step and lowers
+  its scale), so the gradient check is left to it; the loss check stays.
 - `clip_gradients` clips by global norm or by value and returns the norm before clipping.
 - `default_dtype_guard` restores torch's default dtype if code inside it (an import, a user's
   model) changed it, logging a warning: such a change silently turns later tensors into float64.

@@ -7,6 +7,18 @@ optional gradient guard, optimiser and per-iteration scheduler step). Each phase
 shares and the per-step medians, and goes to `metrics.jsonl` and TensorBoard (`tb/`) through
 `metrics.py`, and to the `progress` callback. The library never prints.
 
+Execution (`precision.py`, `execution.py`): the objective runs under the autocast of
+`train.precision` (fp16 adds a gradient scaler: scaled backward, unscaled gradients before
+clipping and the guards, overflowing steps skipped; its state is checkpointed), and so does the
+evaluation after each epoch; `train.channels_last` puts the model and each 4-D batch in
+channels_last format; `train.compile` calls a `torch.compile`d model, each step with a new batch
+shape timed as one `compile` phase, and falls back to eager (one warning) where compiling fails.
+
+Per-step cost: the loss is read once a step (`float`, the one device sync on CUDA: the NaN
+guard and the progress callback need it); the correct predictions stay on the device and are
+counted once an epoch (and when a checkpoint is taken); the phases are timed with one small
+context object each. `bench/trainer_overhead.py` compares the loop with a bare one.
+
 The order of examples comes from a permutation seeded by (seed, epoch) (`sampler.py`), so a run
 resumed from a checkpoint taken in the middle of an epoch continues at the exact batch, with the
 exact random states: its final weights equal those of an uninterrupted run, bit for bit on the
@@ -44,6 +56,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nettle.config import TrainConfig
+from nettle.loss_output import LossOutput
 from nettle.measure.timing import PhaseTimer
 from nettle.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from nettle.train.distributed import (
@@ -55,9 +68,9 @@ from nettle.train.distributed import (
     world_size,
     wrap_model,
 )
+from nettle.train.execution import Compiled, channels_last_input, to_channels_last
 from nettle.train.guards import (
     NonFiniteLossError,
-    check_finite,
     clip_gradients,
     grad_norm,
     save_nonfinite_snapshot,
@@ -65,6 +78,7 @@ from nettle.train.guards import (
 from nettle.train.metrics import MetricsWriter, evaluate, flatten_phases
 from nettle.train.objectives import CrossEntropy, Objective
 from nettle.train.optim import build_optimizer
+from nettle.train.precision import MixedPrecision
 from nettle.train.sampler import device_tensors, epoch_order, iterate_batches
 from nettle.train.schedules import create_scheduler, schedule_factor
 
@@ -114,12 +128,18 @@ class Trainer:
         num_workers: int = 0,
     ) -> None:
         self.cfg, self.device = cfg, resolve_device(cfg.device)
+        self.amp = MixedPrecision(cfg.precision, self.device)  # autocast (+ fp16 scaler)
         self.rank, self.world = rank(), world_size()
         self.model = model.to(self.device)
-        self.net = self.model  # what the objective calls: the model, or its DDP wrapper
+        if cfg.channels_last:
+            to_channels_last(self.model)
+        self.net = self.model  # what the objective calls: the model, its DDP wrapper, compiled
         if self.world > 1:
             self.net = wrap_model(self.model, self.device)
             self.model = self.net.module
+        self._compiled = Compiled(self.net, self.model) if cfg.compile else None
+        if self._compiled is not None:
+            self.net = self._compiled.net
         self.train_data, self.test_data = train_data, test_data
         self.batch_size, self.eval_batch_size, self.num_workers = (
             batch_size,
@@ -148,6 +168,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "batch": 0, "best_acc": None}
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        self._correct: list[torch.Tensor] = []  # per-step masks, counted at epoch end
         self.metrics = MetricsWriter(self.run_dir, cfg.tensorboard, enabled=self.rank == 0)
         self._tensors: tuple[torch.Tensor, ...] | None = None  # in-memory data, on the device
         after = getattr(self.objective, "after_step", None)
@@ -181,8 +202,9 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.amp.state_dict(),
             "rng": capture_rng(self.aug_gen),
-            "state": {**self.state, "running": dict(self._running)},
+            "state": {**self.state, "running": dict(self._tally())},
             "phase_totals": dict(self.phase_totals),
             "history": list(self.history),
             "objective": extra() if callable(extra) else {},
@@ -195,8 +217,10 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.amp.load_state_dict(ckpt.get("scaler"))
         state = dict(ckpt["state"])
         self._running = dict(state.pop("running"))
+        self._correct.clear()
         self.state = state
         self.phase_totals = dict(ckpt.get("phase_totals", {}))
         self.history = list(ckpt["history"])
@@ -294,37 +318,28 @@ class Trainer:
                 x, y = next(batches)
                 if self.augment is not None:
                     x = self.augment(x, self.aug_gen)
+                if self.cfg.channels_last:
+                    x = channels_last_input(x)
             for replay in range(self.replays):
                 self._step(epoch, x, y, last_replay=replay == self.replays - 1)
         self._running["time"] += time.perf_counter() - t0
         self._end_epoch(epoch)
 
     def _step(self, epoch: int, x: torch.Tensor, y: torch.Tensor, last_replay: bool = True) -> None:
-        out = self.objective(self.net, x, y, self.timer)
-        loss = float(out.loss.detach())  # the step's one device sync (on CUDA)
-        if self.cfg.nan_guard and not check_finite(loss):
-            self._nonfinite(x, y, "loss", loss)
-        with self.timer.phase("backward"):
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-        with self.timer.phase("update"):
-            norm = None
-            if self.cfg.grad_clip:
-                norm = clip_gradients(
-                    self.model.parameters(), self.cfg.grad_clip, self.cfg.grad_clip_mode
-                )
-            if self.cfg.nan_guard_grads:
-                norm = grad_norm(self.model.parameters()) if norm is None else norm
-                if not math.isfinite(norm):
-                    self._nonfinite(x, y, "grad_norm", norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            if self._after_step is not None:
-                self._after_step(self.model)
+        compiled = self._compiled
+        if compiled is not None and compiled.is_new(x):  # compiles: timed as a whole
+            with self.timer.phase("compile"), self.timer.suspended():
+                out, loss = compiled.first_call(lambda net: self._forward_backward(net, x, y), x)
+                self._update(x, y)
+            self.net = compiled.net  # the eager module if compiling failed
+        else:
+            out, loss = self._forward_backward(self.net, x, y)
+            with self.timer.phase("update"):
+                self._update(x, y)
         n = y.shape[0]
         self._running["loss"] += loss * n
         correct = out.correct if out.correct is not None else out.logits.detach().argmax(1) == y
-        self._running["correct"] += int(correct.sum())
+        self._correct.append(correct)  # no device read per step: `_tally` counts them
         self._running["seen"] += n
         self.state["step"] += 1
         self.state["batch"] += int(last_replay)
@@ -352,8 +367,45 @@ class Trainer:
             self.save()
         self.progress("step", {"step": step, "loss": loss, "lr": lr})
 
+    def _forward_backward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
+        """The objective under the run's autocast, the loss guard, and `backward`."""
+        with self.amp.autocast():
+            out: LossOutput = self.objective(net, x, y, self.timer)
+        loss = float(out.loss.detach())  # the step's one device read: the guard and progress
+        if self.cfg.nan_guard and not math.isfinite(loss):
+            self._nonfinite(x, y, "loss", loss)
+        with self.timer.phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.amp.backward(out.loss)
+        return out, loss
+
+    def _update(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Unscale (fp16), clip, check the gradient norm, step the optimiser and schedule."""
+        self.amp.unscale(self.optimizer)
+        norm = None
+        if self.cfg.grad_clip:
+            norm = clip_gradients(
+                self.model.parameters(), self.cfg.grad_clip, self.cfg.grad_clip_mode
+            )
+        if self.cfg.nan_guard_grads and not self.amp.handles_overflow:  # fp16: the scaler skips
+            norm = grad_norm(self.model.parameters()) if norm is None else norm
+            if not math.isfinite(norm):
+                self._nonfinite(x, y, "grad_norm", norm)
+        self.amp.step(self.optimizer, self.scheduler)
+        if self._after_step is not None:
+            self._after_step(self.model)
+
+    def _tally(self) -> dict[str, Any]:
+        """The running sums, with the correct predictions of the steps since the last call
+        counted (one device read for all of them)."""
+        if self._correct:
+            masks = [c.reshape(-1) for c in self._correct]
+            self._running["correct"] += int(torch.cat(masks).sum())
+            self._correct.clear()
+        return self._running
+
     def _end_epoch(self, epoch: int) -> None:
-        r = self._running
+        r = self._tally()
         if self.world > 1:
             sums = reduce_sums({k: r[k] for k in ("loss", "correct", "seen")}, self.device)
             r = {**r, **sums}
@@ -376,9 +428,10 @@ class Trainer:
             make = getattr(self.objective, "eval_metric", None)  # e.g. CTC: acc and cer
             metric = make() if callable(make) else None
             broadcast_buffers(self.model)  # rank 0's BatchNorm statistics, as checkpointed
-            ev = evaluate(
-                self.model, self.test_data, self.eval_batch_size, self.device, metric, True
-            )
+            with self.amp.autocast():
+                ev = evaluate(
+                    self.model, self.test_data, self.eval_batch_size, self.device, metric, True
+                )
             record.update({f"test_{k}": v for k, v in ev.items()})
             record["eval_time"] = time.perf_counter() - t0
         for name, secs in self.timer.totals().items():
