@@ -262,3 +262,40 @@ def test_the_detector_learns_a_few_scenes(scenes, one_thread):
     metric.update(out, y)
     assert float(detection_loss(out, y)[0]) < first / 4
     assert metric.compute()["map50"] > 0.5  # memorised: most training boxes found
+
+
+def test_pgd_on_the_detector_breaks_scenes_through_the_detection_objective(scenes):
+    from nettle.attack import create_attack
+    from nettle.attack.objectives import objective_for
+
+    *_, x, y = scenes
+    x, y = x[:16], y[:16]
+    torch.manual_seed(0)
+    model = create_model("tiny-yolo", num_classes=10, in_channels=1, width=8)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(60):
+        loss, _ = detection_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    objective = objective_for("detection")
+    with torch.no_grad():
+        clean = objective.success_fn(model(x), y)
+    attack = create_attack(
+        "pgd",
+        model,
+        eps=0.3,
+        alpha=0.05,
+        steps=10,
+        loss_fn=objective.loss_fn,
+        success_fn=objective.success_fn,
+    )
+    result = attack(x, y)
+    with torch.no_grad():
+        adv_loss = detection_loss(model(result.x_adv), y, reduction="none")[0]
+        clean_loss = detection_loss(model(x), y, reduction="none")[0]
+    assert (adv_loss > clean_loss).all()
+    assert int(result.success.sum()) > int(clean.sum())
+    missed, objects = objective.errors(model(result.x_adv), y)
+    assert torch.equal(objects, (y[..., 0] >= 0).sum(1)) and int(missed.sum()) > 0

@@ -14,6 +14,10 @@ optional per-example error measure that the robustness evaluation reports beside
   summed line lengths). To count a change from the clean *decoding* instead of the label, pass
   `decoded_rows(model(x))` as the labels.
 
+- `seq2seq_lines()`: the same for the attention recogniser (`nettle.models.attention_ocr`).
+- `detection_boxes()`: for the single-stage detector (`nettle.models.yolo`): its loss per
+  image, success when a scene is no longer detected exactly, and the share of missed objects.
+
 `objective_for(loss)` maps a run's `train.loss` to its objective. A segmentation example
 (per-pixel cross-entropy, success when the example's mean IoU drops below a threshold) is in
 `examples/attack_segmentation.py`.
@@ -41,10 +45,12 @@ __all__ = [
     "cross_entropy",
     "ctc_lines",
     "decoded_rows",
+    "detection_boxes",
     "get_objective",
     "margin_loss",
     "misclassified",
     "objective_for",
+    "seq2seq_lines",
 ]
 
 Errors = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -123,6 +129,52 @@ def ctc_lines() -> Objective:
     return Objective("ctc-lines", ctc_loss_per_line, line_changed, line_edits, "cer")
 
 
+def seq2seq_lines() -> Objective:
+    """For an attention recogniser (`train.loss: seq2seq`; outputs are the greedy path's scores
+    (N, V, L)): the cross-entropy of those scores against the true line and its end, success
+    when the greedily read line changes, character error rate."""
+    from nettle.models.attention_ocr import greedy_lines
+    from nettle.train.seq2seq import decoder_targets, reference_lines
+
+    def loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        targets = decoder_targets(y, scores.shape[1] - 1, scores.shape[2])
+        per = F.cross_entropy(scores, targets, ignore_index=-1, reduction="none")
+        return per.sum(1) / (targets >= 0).sum(1).clamp(min=1)
+
+    def read(scores: torch.Tensor) -> list[list[int]]:
+        return greedy_lines(scores, scores.shape[1] - 1)
+
+    def changed(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        flags = [p != r for p, r in zip(read(scores), reference_lines(y), strict=True)]
+        return torch.tensor(flags, device=scores.device)
+
+    def edits(scores: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        refs = reference_lines(y)
+        counts = [levenshtein(p, r) for p, r in zip(read(scores), refs, strict=True)]
+        return torch.tensor(counts), torch.tensor([len(r) for r in refs])
+
+    return Objective("seq2seq-lines", loss, changed, edits, "cer")
+
+
+def detection_boxes() -> Objective:
+    """For the single-stage detector (`train.loss: detection`, `nettle.train.detection`): its
+    training loss per image, success when a scene is no longer detected exactly (every object
+    once, right class, IoU >= 0.5, nothing else at score >= 0.5), and the share of objects
+    missed under attack ("miss")."""
+    from nettle.train.detection import detect, detection_loss, missed_objects, scenes_correct
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return detection_loss(out, y, reduction="none")[0]
+
+    def broken(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ~scenes_correct(detect(out.detach()), y.cpu()).to(out.device)
+
+    def missed(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return missed_objects(detect(out.detach()), y.cpu())
+
+    return Objective("detection", loss, broken, missed, "miss")
+
+
 def decoded_rows(log_probs: torch.Tensor) -> torch.Tensor:
     """Greedy decodings of outputs (N, C, T) as label rows (N, 1 + T) (length, labels, 0s)."""
     classes, lengths = best_path(log_probs)
@@ -131,8 +183,13 @@ def decoded_rows(log_probs: torch.Tensor) -> torch.Tensor:
 
 
 def get_objective(name: str) -> Objective:
-    """The objective called `name`: "classification" or "ctc-lines"."""
-    known = {"classification": classification, "ctc-lines": ctc_lines}
+    """The objective called `name`: classification, ctc-lines, seq2seq-lines or detection."""
+    known = {
+        "classification": classification,
+        "ctc-lines": ctc_lines,
+        "seq2seq-lines": seq2seq_lines,
+        "detection": detection_boxes,
+    }
     if name not in known:
         raise ValueError(f"unknown objective {name!r}; known: {', '.join(known)}")
     return known[name]()
@@ -140,6 +197,5 @@ def get_objective(name: str) -> Objective:
 
 def objective_for(loss: str) -> Objective:
     """The attack objective of a run trained with `train.loss = loss`."""
-    if loss == "ctc":
-        return ctc_lines()
-    return classification()
+    by_loss = {"ctc": ctc_lines, "seq2seq": seq2seq_lines, "detection": detection_boxes}
+    return by_loss.get(loss, classification)()

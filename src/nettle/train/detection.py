@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss
 
 from nettle.loss_output import LossOutput
 from nettle.measure.timing import PhaseTimer
@@ -42,6 +41,7 @@ __all__ = [
     "decode_boxes",
     "detect",
     "detection_loss",
+    "missed_objects",
     "scenes_correct",
 ]
 
@@ -84,6 +84,8 @@ def detection_loss(
     target[img, row, col] = 1.0
     obj = F.binary_cross_entropy_with_logits(out[:, 0], target, reduction="none").flatten(1).sum(1)
     pred = decode_boxes(out, stride)[img, row, col]
+    from torchvision.ops import generalized_box_iou_loss  # torchvision loads in ~1 s: lazily
+
     per_box = generalized_box_iou_loss(pred, box, reduction="none")
     per_cls = F.cross_entropy(out[img, 5:, row, col], cls, reduction="none")
     count = torch.zeros(n, device=out.device, dtype=out.dtype).index_add_(
@@ -106,6 +108,8 @@ def detect(
     stride: int = STRIDE,
 ) -> list[dict[str, torch.Tensor]]:
     """Per image `{"boxes": (D, 4), "scores": (D,), "labels": (D,)}` after class-wise NMS."""
+    from torchvision.ops import batched_nms
+
     boxes = decode_boxes(out, stride).flatten(1, 2)
     probs = out[:, 5:].softmax(1).flatten(2)  # (N, C, S*S)
     top, labels = probs.max(1)
@@ -127,6 +131,8 @@ def scenes_correct(
     found: list[dict[str, torch.Tensor]], y: torch.Tensor, score: float = 0.5
 ) -> torch.Tensor:
     """(N,) bool: every object detected once with its class at IoU >= 0.5, nothing else."""
+    from torchvision.ops import box_iou
+
     ok = []
     for det, tgt in zip(found, _targets(y)):
         keep = det["scores"] >= score
@@ -138,6 +144,23 @@ def scenes_correct(
         hit &= labels[:, None] == tgt["labels"][None, :]
         ok.append(bool(hit.any(1).all() and hit.any(0).all()))
     return torch.tensor(ok, dtype=torch.bool)
+
+
+def missed_objects(
+    found: list[dict[str, torch.Tensor]], y: torch.Tensor, score: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objects of each scene not detected with their class at IoU >= 0.5 and score >= `score`,
+    objects of each scene)."""
+    from torchvision.ops import box_iou
+
+    missed, objects = [], []
+    for det, tgt in zip(found, _targets(y), strict=True):
+        keep = det["scores"] >= score
+        hit = box_iou(det["boxes"][keep], tgt["boxes"]) >= 0.5
+        hit &= det["labels"][keep][:, None] == tgt["labels"][None, :]
+        missed.append(int((~hit.any(0)).sum()))
+        objects.append(len(tgt["labels"]))
+    return torch.tensor(missed), torch.tensor(objects)
 
 
 class DetectionMetric:
