@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from nettle.experiment.evaluation import _test_tensors, robustness_rows, run_attack_stage
     from nettle.experiment.report import plot_robustness
     from nettle.train.distributed import resolve_device
+    from nettle.train.precision import check_precision
 
     settings = _settings(args)
     device = resolve_device(args.device or "cpu", "--device")
@@ -164,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     objective = objective_for(cfg.train.loss).name
     if objective != "classification":  # e.g. ctc-lines: line accuracy and CER
         settings["objective"] = objective
+    if cfg.train.precision != "fp32":  # the run's autocast, as its evaluation stage uses
+        check_precision(cfg.train.precision, device)
+        settings["precision"] = cfg.train.precision
     surrogate = _surrogate(args.surrogate, cfg, settings) if args.surrogate else None
     _check_writable(folder)
     if is_run:

@@ -91,6 +91,8 @@ def attack_settings(cfg: ExperimentConfig) -> dict[str, Any] | None:
     objective = objective_for(cfg.train.loss).name  # e.g. ctc-lines for a CTC recogniser
     if objective != "classification":
         out["objective"] = objective
+    if cfg.train.precision != "fp32":  # attacks run under the run's autocast
+        out["precision"] = cfg.train.precision
     return out
 
 
@@ -229,10 +231,12 @@ def run_attack_stage(
     The stage file goes to `folder/eval/attack-<key>.json`; `settings` as from
     `attack_settings` (attacks, eps, limit, seed; optionally `objective`, a name of
     `nettle.attack.objectives.get_objective`, and `surrogate` {name, sha256} naming the model
-    given as `surrogate`, which crafts the transfer rows).
+    given as `surrogate`, which crafts the transfer rows; `precision`, the run's
+    `train.precision`: the attacks and the clean accuracy run under its autocast).
     """
     from nettle.attack import evaluate_robustness
     from nettle.attack.objectives import get_objective
+    from nettle.train.precision import autocast
 
     d = ckpt_sha256 or file_sha256(ckpt)
     path = _stage_path(folder, "attack", settings, d)
@@ -242,17 +246,19 @@ def run_attack_stage(
     x, y = data
     if settings.get("limit"):
         x, y = x[: settings["limit"]], y[: settings["limit"]]
-    result = evaluate_robustness(
-        model,
-        (x, y),
-        settings["attacks"],
-        settings["eps"],
-        seed=settings["seed"],
-        progress=progress,
-        objective=get_objective(settings.get("objective", "classification")),
-        surrogate=surrogate,
-        surrogate_name=(settings.get("surrogate") or {}).get("name", "surrogate"),
-    )
+    device = next(model.parameters(), x).device
+    with autocast(settings.get("precision", "fp32"), device):
+        result = evaluate_robustness(
+            model,
+            (x, y),
+            settings["attacks"],
+            settings["eps"],
+            seed=settings["seed"],
+            progress=progress,
+            objective=get_objective(settings.get("objective", "classification")),
+            surrogate=surrogate,
+            surrogate_name=(settings.get("surrogate") or {}).get("name", "surrogate"),
+        )
     record = _record("attack", settings, ckpt, d, result.to_dict())
     path.parent.mkdir(exist_ok=True)
     write_json(path, record)

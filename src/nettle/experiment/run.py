@@ -189,6 +189,7 @@ def _run_experiment(
     from nettle.train.data import create_dataset, stratified_subset
     from nettle.train.distributed import all_gather_objects, is_main_process
     from nettle.train.loop import resolve_device
+    from nettle.train.precision import check_precision
 
     # everything that can be checked is checked before any file is written
     _check_model(cfg)
@@ -196,6 +197,7 @@ def _run_experiment(
     check_evaluate(cfg)  # the stages after training: their names and options, now
     check_feature_history(cfg)  # the layers recorded while training
     device = resolve_device(cfg.train.device)
+    check_precision(cfg.train.precision, device)  # e.g. bf16 on a GPU without it
     d = cfg.data
     with default_dtype_guard(torch.float32):
         train = create_dataset(d.name, "train", d.root, d.image_size, d.download)
