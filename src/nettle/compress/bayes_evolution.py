@@ -22,15 +22,17 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from PIL import Image
 
 from nettle.files import OutputFolder
 from nettle.nn.bayesian import BayesianLayer, LinearGroupNJ
+
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
+    from matplotlib.figure import Figure
 
 __all__ = [
     "EvolutionFrame",
@@ -162,6 +164,8 @@ def plot_evolution(
     """The strip: one column per frame (at most `most`, evenly chosen), weights above and
     log alpha below, on colour scales shared by the frames (or `scales`: the largest |w|,
     the lowest and highest log alpha)."""
+    from matplotlib.figure import Figure
+
     if not frames:
         raise ValueError("no frames recorded (bayes.record_every: 0?)")
     chosen = _pick(frames, most)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 __all__ = ["COCO_IOU_THRESHOLDS", "MAPResult", "mean_average_precision"]
 
@@ -92,6 +91,8 @@ def mean_average_precision(
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} target images")
     thresholds = [float(t) for t in iou_thresholds]
+    from torchvision.ops import box_iou  # torchvision loads in ~1 s: lazily
+
     classes = sorted({int(c) for t in targets for c in t["labels"].tolist()})
     ap = np.zeros((len(thresholds), len(classes)))
     for ci, c in enumerate(classes):
