@@ -16,11 +16,15 @@ Example:
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nettle.measure.formulas import OpCount, register_formula
 from nettle.nn.substitutes.base import SUBSTITUTES
+from nettle.nn.substitutes.cache import WeightCached, cacheable
 
 __all__ = ["LinearShuffleNet", "channel_shuffle", "shuffle_groups"]
 
@@ -43,13 +47,19 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-class LinearShuffleNet(nn.Module):
+class LinearShuffleNet(WeightCached):
     """Grouped 1x1 -> channel shuffle -> depthwise k x k -> grouped 1x1 (see module docstring).
 
     Parameters `Ci*b/g + b*k^2 + b*Co/g (+Co)`. Cost (the reference's count, also executed):
     `(Ci*b/g)*S_in + (b*k^2 + b*Co/g)*S_out` multiply-adds, the first 1x1 running at the input
     resolution; bias additions apart. One formula for the block. All parameters, the depthwise
     ones included, are compressed (the reference's `shuffle` weight-decay group).
+
+    Inference: with g > 1, in eval mode without a gradient to record, the two grouped 1x1
+    convs run as dense 1x1 convs of cached block-diagonal weights, the shuffle folded into the
+    first one's rows (`cache.py`): g times their multiply-adds (still a few percent of the
+    dense k x k conv), but no shuffle copy and no grouped 1x1, which were the slow parts on
+    CPU. `fast_form()` is that in plain layers.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as `nn.Conv2d`.
@@ -86,8 +96,39 @@ class LinearShuffleNet(nn.Module):
         self.shuffle_expand = nn.Conv2d(b, out_channels, 1, groups=g, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups > 1 and not isinstance(x, torch.fx.Proxy) and cacheable(self):
+            reduce = self.cached_weight("reduce", self._dense_reduce)
+            expand = self.cached_weight("expand", self._dense_expand)
+            h = self.shuffle_depthwise(F.conv2d(x, reduce))
+            return F.conv2d(h, expand, self.shuffle_expand.bias)
         h = channel_shuffle(self.shuffle_reduce(x), self.groups)
         return self.shuffle_expand(self.shuffle_depthwise(h))
+
+    def _dense_reduce(self) -> torch.Tensor:
+        """The first 1x1 as a dense (b, Ci, 1, 1) weight, rows in shuffled order."""
+        w = self.shuffle_reduce.weight[:, :, 0, 0]
+        reduce = torch.block_diag(*w.split(self.bottleneck // self.groups))
+        return channel_shuffle(reduce[None, :, :, None], self.groups)[0].unsqueeze(-1)
+
+    def _dense_expand(self) -> torch.Tensor:
+        """The last 1x1 as a dense (Co, b, 1, 1) weight."""
+        w = self.shuffle_expand.weight[:, :, 0, 0]
+        return torch.block_diag(*w.split(self.out_channels // self.groups))[:, :, None, None]
+
+    @torch.no_grad()
+    def fast_form(self) -> nn.Module:
+        """Plain layers of the inference path: dense 1x1 (shuffle folded), depthwise, dense 1x1."""
+        reduce, expand = self._dense_reduce(), self._dense_expand()
+        dd = {"device": reduce.device, "dtype": reduce.dtype}
+        first = nn.Conv2d(self.in_channels, self.bottleneck, 1, bias=False, **dd)
+        last = nn.Conv2d(
+            self.bottleneck, self.out_channels, 1, bias=self.shuffle_expand.bias is not None, **dd
+        )
+        first.weight.copy_(reduce)
+        last.weight.copy_(expand)
+        if last.bias is not None:
+            last.bias.copy_(self.shuffle_expand.bias)
+        return nn.Sequential(first, copy.deepcopy(self.shuffle_depthwise), last)
 
     def compressed_parameters(self) -> list[nn.Parameter]:
         """Every parameter (the reference's `shuffle` weight-decay group)."""
