@@ -88,11 +88,22 @@ def _mosaic_row(ax: Axes, images: torch.Tensor, labels: Sequence[str] = (), **kw
     return ax.imshow(_mosaic(images).numpy(), interpolation="nearest", **kw)
 
 
+def _grid_layout(fig: Figure, top: float, left: float, hspace: float) -> None:
+    """Fixed margins (inches: `top` for the suptitle, `left` for row labels) and gaps for a
+    grid of small images: the constrained layout engine costs more than drawing them."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=left / w, right=1 - 0.1 / w, bottom=0.1 / h, top=1 - top / h, wspace=0.15,
+        hspace=hspace,
+    )  # fmt: skip
+
+
 def _images(
     images: Sequence[torch.Tensor], titles: Sequence[str], suptitle: str, max_cols: int = 8
 ) -> Figure:
     rows, cols = _grid(len(images), max_cols)
-    fig = Figure(figsize=(1.3 * cols + 0.4, 1.4 * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(1.3 * cols + 0.4, 1.4 * rows + 0.6))
+    _grid_layout(fig, top=0.6, left=0.2, hspace=0.45)
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for ax, img, title in zip(axes, images, titles):
         _show(ax, img, title)
@@ -326,7 +337,8 @@ def plot_top_patches(result: TopPatches, max_cols: int = 8) -> Figure:
     r_in = aspect(*result.images[0].shape[-2:])
     r_patch = max(aspect(r.height, r.width) for r in result.rects)
     height = blocks * (1.4 * (r_in + r_patch) + 0.7) + 0.5
-    fig = Figure(figsize=(1.5 * cols + 0.6, height), layout="constrained")
+    fig = Figure(figsize=(1.5 * cols + 0.6, height))
+    _grid_layout(fig, top=0.5, left=0.45, hspace=0.5)
     axes = fig.subplots(2 * blocks, cols, squeeze=False, height_ratios=[r_in, r_patch] * blocks)
     for j in range(blocks * cols):
         top, bottom = axes[2 * (j // cols)][j % cols], axes[2 * (j // cols) + 1][j % cols]
