@@ -244,7 +244,9 @@ def inspect_run(
     summary = _read_json(run_dir / "summary.json")
     history = any(r.get("kind", "epoch") == "epoch" and "epoch" in r for r in records)
     first = _first_conv(model)
-    sections = plan_sections(model, run_dir, cam_layer)
+    with torch.no_grad():
+        output_shape = tuple(model.eval()(data[0][0][None]).shape)
+    sections = plan_sections(model, run_dir, cam_layer, output_shape)
     out.claim(_output_names(first is not None, channels, featurevis, history) + sections.names)
     images: dict[str, Path] = {}
     if first is not None:

@@ -62,19 +62,30 @@ class SectionPlan:
     names: list[str] = field(default_factory=list)
 
 
-def plan_sections(model: nn.Module, run_dir: Path, cam_layer: str | None) -> SectionPlan:
-    """Check the Grad-CAM layer and read the feature history (errors before any write)."""
+def plan_sections(
+    model: nn.Module, run_dir: Path, cam_layer: str | None, output_shape: tuple[int, ...]
+) -> SectionPlan:
+    """Check the Grad-CAM layer and read the feature history (errors before any write).
+
+    `output_shape` is the model's output for one input: attributions and the interpolation
+    plane explain class scores, so they are drawn only for outputs of shape (1, classes).
+    """
     from nettle.inspect.activations import get_layers
 
     if cam_layer is not None:
         get_layers(model, [cam_layer])
     plan = SectionPlan(cam_layer or last_conv(model), load_feature_history(run_dir))
+    classifier = len(output_shape) == 2
     missing = _captum_missing()
-    if missing:
+    if not classifier:
+        plan.notes["attributions"] = (
+            f"not drawn: the model's outputs {tuple(output_shape)} are not class scores"
+        )
+    elif missing:
         plan.notes["attributions"] = missing
     elif plan.cam_layer is not None:
         plan.names.append("attributions.png")
-    plan.names += ["weights.png", "interpolation_grid.png"]
+    plan.names += ["weights.png"] + (["interpolation_grid.png"] if classifier else [])
     if plan.history is not None:
         plan.names += [f"feature_history_{n}.png" for n in plan.history.maps]
     return plan
@@ -110,7 +121,7 @@ def draw_sections(
         ]
         images["attributions"] = save(plot_attributions(results), out, "attributions.png")
     images["weights"] = save(plot_weights(model), out, "weights.png")
-    corners = _distinct_labels(data, 3)
+    corners = _distinct_labels(data, 3) if "interpolation_grid.png" in plan.names else []
     if len(corners) == 3:
         x, y, z = (data[i][0] for i in corners)
         grid = interpolate_grid(model, x, y, z, steps=11, layer=layer)
