@@ -323,8 +323,8 @@ def _check_model(cfg: ExperimentConfig) -> None:
 
 
 def _check_labels(cfg: ExperimentConfig, train: Any) -> None:
-    """Sequence labels (one row per example) need `train.loss: ctc`, and only they do; class
-    labels must be below `model.num_classes`."""
+    """Sequence labels (one row per example) need `train.loss` ctc or seq2seq, boxes need
+    detection, class labels one of the others; class labels must be below `model.num_classes`."""
     tensors = getattr(train, "tensors", None)
     if tensors is None or len(tensors) < 2:
         return
@@ -336,12 +336,14 @@ def _check_labels(cfg: ExperimentConfig, train: Any) -> None:
                 f"model.num_classes={cfg.model.num_classes}: data set {cfg.data.name!r} has "
                 f"labels up to {top}; set it to at least {top + 1} (or leave it out)"
             )
-    sequences = tensors[1].dim() == 2
-    if sequences != (cfg.train.loss == "ctc"):
-        kind = "sequence labels" if sequences else "one class per example"
+    kinds = {1: "one class per example", 2: "sequence labels", 3: "boxes"}
+    kind = kinds.get(labels.dim(), f"{labels.dim()}-d labels")
+    needs = {"ctc": 2, "seq2seq": 2, "detection": 3}.get(cfg.train.loss, 1)
+    if labels.dim() != needs:
+        fits = {1: "ce, sigmoid_mse or bce", 2: "ctc or seq2seq", 3: "detection"}
         raise ValueError(
             f"train.loss={cfg.train.loss}: data set {cfg.data.name!r} has {kind}; "
-            + ("set train.loss: ctc" if sequences else "ctc needs sequence labels (digit-lines)")
+            f"set train.loss: {fits.get(labels.dim(), 'one that fits them')}"
         )
 
 
