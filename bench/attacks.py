@@ -19,6 +19,7 @@ clock is wall time after synchronising.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -149,6 +150,11 @@ def pgd_benches(repeats: int) -> None:
     print(f"  (b) ours / torchattacks           {m['ours'] / m['theirs']:.3f}  (goal <= 1.0)")
     print(f"      ours / (torchattacks + score) {m['ours'] / m['theirs_scored']:.3f}")
     print(f"  (c) per-example loop / ours       {loop_full / m['ours']:.1f}x slower")
+    counted = ours(x, y)
+    print(
+        f"  passes counted by the attack: {counted.forwards / BATCH:g} forward and "
+        f"{counted.backwards / BATCH:g} backward per example ({K} steps + 1 scoring forward)"
+    )
     fast_path(model, x, y, options, repeats)
 
 
@@ -262,12 +268,14 @@ def main() -> None:
         clock = CLOCK[args.clock]
         torch.set_num_threads(args.threads)
     sections = {s.strip() for s in args.only.split(",")}
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if "pgd" in sections:
         pgd_benches(args.repeats)
     if "free" in sections:
         free_vs_natural(args.repeats)
     if "eval" in sections:
         evaluation()
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from nettle.attack import ATTACKS, create_attack, list_attacks
+from nettle.attack import ATTACKS, Attack, create_attack, list_attacks
 from nettle.attack.apgd import checkpoints, dlr_loss
+from nettle.attack.fgsm import FGSMConfig
 from nettle.attack.jsma import best_pairs
 from nettle.attack.pgd import BIMConfig, PGDConfig
 from nettle.registry import UnknownNameError
@@ -52,6 +53,33 @@ TARGETED = {
     "jsma": ({"gamma": 0.5}, 0.8),
     "apgd": ({"eps": 0.4, "steps": 10}, 0.9),
 }
+
+# The "breaks a trained model" invariant: every case's budget raised to these radii (step sizes
+# scaled alike), and the success rate it must then reach on the trained CNN. An attack that
+# returns its input reaches the model's own errors (< 5%). Override a case's floor in
+# MIN_SUCCESS.
+LARGE = {"linf": 0.4, "l2": 3.0}
+MIN_SUCCESS_DEFAULT = 0.9
+MIN_SUCCESS: dict[str, float] = {}
+
+
+def _large(case: str) -> tuple[str, dict]:
+    name, options, bound = CASES[case]
+    options = dict(options)
+    if bound is not None and bound[0] in LARGE and "eps" in options:
+        scale = LARGE[bound[0]] / options["eps"]
+        options["eps"] = LARGE[bound[0]]
+        for step in ("alpha", "lr"):  # step sizes in input units (PGD's, SPSA's)
+            if step in options:
+                options[step] *= scale
+    return name, options
+
+
+def assert_breaks(result, x, rate: float) -> None:
+    """The attack fooled at least `rate` of the examples, each by changing its input."""
+    changed = (result.x_adv != x).flatten(1).any(1)
+    assert changed[result.success].all()
+    assert result.success.float().mean().item() >= rate, result.success.float().mean().item()
 
 
 def _acc(model, x, y):
@@ -161,6 +189,31 @@ def test_untargeted_attacks_change_the_input_and_fool_a_linear_model(case):
     # the true class's score fell against the best other class for every example
     with torch.no_grad():
         assert (_margin(model(result.x_adv), y) < _margin(model(x), y)).all()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_untargeted_attacks_break_a_trained_model_at_a_large_budget(trained, case):
+    model, x, y = trained
+    name, options = _large(case)
+    result = create_attack(name, model, seed=0, **options)(x, y)
+    assert_breaks(result, x, MIN_SUCCESS.get(case, MIN_SUCCESS_DEFAULT))
+
+
+class _ReturnsItsInput(Attack):
+    """A broken attack: it returns the clean input."""
+
+    Config = FGSMConfig
+
+    def perturb(self, x, y, target):
+        return x
+
+
+def test_the_large_budget_invariant_rejects_an_attack_that_returns_its_input(trained):
+    model, x, y = trained
+    result = _ReturnsItsInput(model, eps=0.4)(x, y)
+    assert result.success.float().mean().item() < 0.05  # the model's own errors only
+    with pytest.raises(AssertionError):
+        assert_breaks(result, x, MIN_SUCCESS_DEFAULT)
 
 
 @pytest.mark.parametrize("name", list_attacks())

@@ -102,8 +102,9 @@ class PGD(Attack):
         adv = (x + self._start(x)).clamp(lo, hi)
         for _ in range(s.steps):
             grad, _ = self.input_grad(adv, y, target)
-            if s.norm == "linf":  # the arithmetic of Madry et al.'s code and torchattacks
-                adv = (x + (adv + s.alpha * grad.sign() - x).clamp(-s.eps, s.eps)).clamp(lo, hi)
+            if s.norm == "linf":  # Madry et al.'s (and torchattacks') arithmetic, in place
+                adv = adv.add_(grad.sign_(), alpha=s.alpha).sub_(x).clamp_(-s.eps, s.eps)
+                adv = adv.add_(x).clamp_(lo, hi)
             else:
                 step = grad / (per_example_norm(grad, "l2") + 1e-12)
                 adv = (x + project(adv + s.alpha * step - x, s.eps, "l2")).clamp(lo, hi)
