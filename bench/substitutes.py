@@ -7,8 +7,9 @@ that rebuild a weight use their cached fast form; each row then shows the goal
 `max(2 x MAC ratio, 1)` (hashed layers: 1.05, they run the dense convolution) and whether the
 median time ratio meets it, and ACDC's alternatives are timed beside it (cached 1x1, rebuilding
 the N x N map per call, the FFT chain per pixel, the folded dense k x k conv).
-Rows: min / median / max of `--repeats` timed steps after a warm-up step, the ratio of medians
-to the dense conv, and the ratios of theoretical multiply-adds (cost formulas, `default`
+Rows: min / median / max of `--repeats` timed steps after a warm-up step, each step timed in
+turn with a step of the dense conv (so that both see the same load), the ratio of the medians
+to that dense conv's, and the ratios of theoretical multiply-adds (cost formulas, `default`
 convention), executed multiply-adds and parameters. The load average is printed before and
 after: on a shared CPU, times are noisy.
 
@@ -52,20 +53,23 @@ SPECS = [
 SHAPES = [(160, 32), (320, 16), (640, 8)]  # (channels, spatial size)
 
 
-def time_calls(step: Callable[[], None], repeats: int, cuda: bool) -> list[float]:
-    """Seconds of `repeats` calls of `step` after one warm-up call."""
+def time_calls(steps: list[Callable[[], None]], repeats: int, cuda: bool) -> list[list[float]]:
+    """Seconds of `repeats` calls of each step, taken in turn (paired against drifting load),
+    after one warm-up call each."""
 
-    def run() -> None:
+    def run(step: Callable[[], None]) -> float:
+        t0 = time.perf_counter()
         step()
         if cuda:
             torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
-    run()
-    times = []
+    for step in steps:
+        run(step)
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
+        for i, step in enumerate(steps):
+            times[i].append(run(step))
     return times
 
 
@@ -151,31 +155,41 @@ def main() -> None:
     print(header + f" {'MACs/dense':>10} {'exec/dense':>10} {'params/dense':>12}" + tail)
     specs = ["Conv"] + [s for s in args.specs if s != "Conv"]
     missed = []
+    make = inference_step if args.eval else training_step
     for c, hw in SHAPES:
         x = torch.rand(args.batch, c, hw, hw, device=args.device)
-        base = None
         shape = f"{c}@{hw}x{hw}"
+        dense = create_conv("Conv", c, c, 3, padding=1, device=args.device)
+        base_cost = count(copy.deepcopy(dense).to("meta"), (c, hw, hw), batch_size=args.batch)
         for spec in specs:
             layer = create_conv(spec, c, c, 3, padding=1, device=args.device)
             meta = copy.deepcopy(layer).to("meta")  # counting needs shapes only
             cost = count(meta, (c, hw, hw), batch_size=args.batch)
-            make = inference_step if args.eval else training_step
-            times = time_calls(make(layer, x), args.repeats, cuda)
-            row = (statistics.median(times), cost.macs, cost.macs_executed, cost.params)
-            base = base or row
-            macs, executed, params = (a / b for a, b in zip(row[1:], base[1:], strict=True))
-            extra = f"{macs:>10.3f} {executed:>10.3f} {params:>12.4f}"
+            steps = [make(dense, x), make(layer, x)]  # each spec timed in turn with the dense conv
+            if args.eval and spec.lower().endswith("acdc"):
+                alternatives = acdc_alternatives(layer, x)
+                steps += list(alternatives.values())
+            dense_times, times, *alt_times = time_calls(steps, args.repeats, cuda)
+            base = statistics.median(dense_times)
+            ratios = [
+                a / b
+                for a, b in zip(
+                    (cost.macs, cost.macs_executed, cost.params),
+                    (base_cost.macs, base_cost.macs_executed, base_cost.params),
+                    strict=True,
+                )
+            ]
+            extra = f"{ratios[0]:>10.3f} {ratios[1]:>10.3f} {ratios[2]:>12.4f}"
             if args.eval:
-                target, ratio = goal(spec, macs), row[0] / base[0]
+                target, ratio = goal(spec, ratios[0]), statistics.median(times) / base
                 met = "yes" if ratio <= target else "NO"
                 extra += f" {target:>6.2f} {met:>4}"
                 if met == "NO":
                     missed.append(f"{spec} at {shape}: {ratio:.2f} > {target:.2f}")
-            print(_row(spec, shape, times, base[0], extra), flush=True)
-            if args.eval and spec.lower().endswith("acdc"):
-                for name, step in acdc_alternatives(layer, x).items():
-                    alt = time_calls(step, args.repeats, cuda)
-                    print(_row(f"  {spec} {name}", shape, alt, base[0], ""), flush=True)
+            print(_row(spec, shape, times, base, extra), flush=True)
+            if alt_times:
+                for name, alt in zip(alternatives, alt_times, strict=True):
+                    print(_row(f"  {spec} {name}", shape, alt, base, ""), flush=True)
     print(f"load average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if args.eval:
         print("goals missed: " + ("; ".join(missed) if missed else "none"))
