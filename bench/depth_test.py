@@ -74,7 +74,7 @@ def train_and_test(net: nn.Module, train, test, steps: int, lr: float, seed: int
         opt.step()
     net.eval()
     with torch.no_grad():
-        return float((net(test[0]).argmax(1) == test[1]).float().mean())
+        return int((net(test[0]).argmax(1) == test[1]).sum()) / len(test[1])  # exact
 
 
 def main() -> None:
