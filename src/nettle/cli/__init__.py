@@ -42,8 +42,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every verb's subparser (their parsers share its class)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every verb's subparser (their parsers share its class), or
+    with the subparser of the verb `only` alone (a job's process imports one verb's module)."""
     import importlib
 
     parser = _Parser(
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log at DEBUG level and show the traceback of an input error",
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for verb in _verbs():
+    for verb in [only] if only else _verbs():
         module = importlib.import_module(f"nettle.cli.{verb}")
         if hasattr(module, "add_parser"):
             module.add_parser(sub)
@@ -69,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nettle` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    verb = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(verb if verb in _verbs() else None)
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
