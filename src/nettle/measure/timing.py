@@ -134,11 +134,6 @@ class PhaseTimer:
         self._phases: dict[str, PhaseStats] = {}
         self._peaks: dict[str, int] = {}
 
-    def _now(self) -> float:
-        if self._sync:
-            torch.cuda.synchronize(self._device)
-        return time.perf_counter()
-
     def phase(self, name: str) -> AbstractContextManager[None]:
         """Context manager that adds the time spent inside it to phase `name`.
 
@@ -203,11 +198,14 @@ class _Phase:
         timer = self._timer
         if timer._sync:
             torch.cuda.reset_peak_memory_stats(timer._device)
-        self._start = timer._now()
+            torch.cuda.synchronize(timer._device)
+        self._start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
         timer, name = self._timer, self._name
-        timer.add(name, timer._now() - self._start)
+        if timer._sync:
+            torch.cuda.synchronize(timer._device)
+        timer.add(name, time.perf_counter() - self._start)
         if timer._sync:
             peak = torch.cuda.max_memory_allocated(timer._device)
             timer._peaks[name] = max(timer._peaks.get(name, 0), peak)

@@ -103,7 +103,9 @@ class MixedPrecision:
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The context the objective (and evaluation) runs in."""
-        return autocast(self.precision, self.device)
+        if self.dtype is None:
+            return _NO_AUTOCAST
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
         """`loss.backward()`, of the scaled loss when a scaler is in use."""
