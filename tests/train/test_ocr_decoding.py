@@ -149,3 +149,22 @@ def test_decoding_report_of_a_ctc_model_counts_lines_and_characters():
             lines.y,
             train_lines,
         )
+
+
+def test_a_normalised_recogniser_is_trained_and_decoded_through_its_wrapper():
+    torch.manual_seed(0)
+    model = create_model(
+        "attention-ocr", num_classes=10, in_channels=1, width=8, hidden=16, mean=(0.2,), std=(0.3,)
+    ).eval()
+    images, labels, _ = digits_split("test")
+    lines = make_digit_lines(images, labels, 6, seed=3)
+    from nettle.measure.timing import PhaseTimer
+
+    out = Seq2SeqObjective()(model, lines.x, lines.y, PhaseTimer())
+    assert out.logits.shape == (6, 11, 9) and torch.isfinite(out.loss)
+    report = decoding_report(model, lines.x, lines.y, [[1, 2]], beam_width=1, lm_weight=0.0)
+    with torch.no_grad():
+        greedy = greedy_lines(model(lines.x), 10)
+    refs = [row[1 : 1 + row[0]] for row in lines.y.tolist()]
+    assert report["greedy"] == report["beam"]  # a beam of one is greedy
+    assert report["greedy"]["acc"] == sum(g == r for g, r in zip(greedy, refs)) / 6

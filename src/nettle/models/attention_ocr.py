@@ -20,14 +20,16 @@ For 8x84 lines and 10 classes: 339,819 parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from nettle.models.crnn import _stage
-from nettle.models.factory import MODELS
+from nettle.models.factory import MODELS, unwrap
 from nettle.nn.substitutes import get_conv_class
 
-__all__ = ["AttentionOCR", "greedy_lines"]
+__all__ = ["AttentionOCR", "greedy_lines", "split_recogniser"]
 
 
 class AttentionOCR(nn.Module):
@@ -102,6 +104,28 @@ class AttentionOCR(nn.Module):
             chosen = logits.argmax(-1) if targets is None else targets[:, t]
             previous = chosen.clamp(min=0)  # padding (-1) after the end feeds symbol 0
         return torch.stack(scores, -1)
+
+
+def split_recogniser(
+    model: nn.Module,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], AttentionOCR]:
+    """(the input modules of `create_model`'s wrapper as one function, the `AttentionOCR`
+    inside), so that a caller can pass targets or decode step by step.
+
+    Raises:
+        TypeError: `model` is not an attention recogniser.
+    """
+    _, net = unwrap(model)
+    if not isinstance(net, AttentionOCR):
+        raise TypeError(f"{type(net).__name__} is not an attention recogniser (attention-ocr)")
+    front = [m for name, m in model.named_children() if name != "net"] if net is not model else []
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        for m in front:
+            x = m(x)
+        return x
+
+    return prepare, net
 
 
 def greedy_lines(scores: torch.Tensor, eos: int) -> list[list[int]]:

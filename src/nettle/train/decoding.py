@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nettle.models.attention_ocr import AttentionOCR, greedy_lines
+from nettle.models.attention_ocr import AttentionOCR, greedy_lines, split_recogniser
+from nettle.models.factory import unwrap
 from nettle.train.beam import attention_beam_search, ctc_beam_search
 from nettle.train.char_lm import CharNGram
 from nettle.train.ctc import character_error_rate, decode
@@ -30,11 +31,13 @@ MODES = ("greedy", "beam", "beam_lm")
 def _read(
     model: nn.Module, x: torch.Tensor, width: int, lm: CharNGram, weight: float
 ) -> dict[str, list[list[int]]]:
-    if isinstance(model, AttentionOCR):
+    if isinstance(unwrap(model)[1], AttentionOCR):
+        prepare, net = split_recogniser(model)
+        x = prepare(x)
         return {
-            "greedy": greedy_lines(model(x), model.eos),
-            "beam": attention_beam_search(model, x, width),
-            "beam_lm": attention_beam_search(model, x, width, lm, weight),
+            "greedy": greedy_lines(net(x), net.eos),
+            "beam": attention_beam_search(net, x, width),
+            "beam_lm": attention_beam_search(net, x, width, lm, weight),
         }
     out = model(x)
     if out.dim() != 3:
@@ -72,7 +75,7 @@ def decoding_report(
         lm_k: its additive smoothing.
         batch_size: lines decoded at once.
     """
-    vocab = getattr(model, "num_classes", 10)
+    vocab = getattr(unwrap(model)[1], "num_classes", 10)
     lm = CharNGram(lm_order, vocab, lm_k).fit(train_lines)
     was = [(m, m.training) for m in model.modules()]
     model.eval()

@@ -18,7 +18,7 @@ from torch import nn
 
 from nettle.loss_output import LossOutput
 from nettle.measure.timing import PhaseTimer
-from nettle.models.attention_ocr import greedy_lines
+from nettle.models.attention_ocr import greedy_lines, split_recogniser
 from nettle.train.ctc import levenshtein
 from nettle.train.datasets.digit_lines import PAD, split_line_labels
 
@@ -53,10 +53,10 @@ class Seq2SeqObjective:
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, timer: PhaseTimer
     ) -> LossOutput:
-        eos = model.eos  # type: ignore[attr-defined]
-        targets = decoder_targets(y, eos)
+        prepare, net = split_recogniser(model)
+        targets = decoder_targets(y, net.eos)
         with timer.phase("forward"):
-            scores = model(x, targets)
+            scores = net(prepare(x), targets)
             loss = _sequence_loss(scores, targets).mean()
         right = (scores.detach().argmax(1) == targets) | (targets == PAD)
         return LossOutput(loss, scores, correct=right.all(1))
