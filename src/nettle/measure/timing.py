@@ -8,8 +8,9 @@ ahead of the host across phases), and records each phase's peak of allocated CUD
 
 Example:
     >>> sw = Stopwatch()
-    >>> sw.start(); sw.lap(); sw.stop()  # doctest: +ELLIPSIS
-    ...
+    >>> sw.start()
+    >>> lap = sw.lap()
+    >>> sw.stop()
     >>> len(sw.lap_times())
     1
 """
