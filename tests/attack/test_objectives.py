@@ -118,6 +118,7 @@ def test_segmentation_example_runs_on_a_tiny_model():
     assert seg.mean_iou(logits, mask).item() == pytest.approx(7 / 12)
 
 
+@pytest.mark.slow
 def test_nettle_attack_scores_a_crnn_run_by_lines_and_cer(tmp_path, capsys):
     from nettle.cli import main
     from nettle.config import load_config_dict

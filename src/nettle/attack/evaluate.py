@@ -113,7 +113,15 @@ class _Batch:
 class _Evaluation:
     """The state of one `evaluate_robustness` call (see there)."""
 
-    def __init__(self, model, rows, objective, seed, recheck, progress) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        rows: list[_Row],
+        objective: Objective,
+        seed: int,
+        recheck: int,
+        progress: Any,
+    ) -> None:
         self.model, self.rows, self.objective = model, rows, objective
         self.seed, self.recheck, self.progress = seed, recheck, progress
         self.dev = _device(model)
@@ -372,7 +380,15 @@ def evaluate_robustness(
     return result
 
 
-def _checks(model, x, y, result, attacks, seed, objective) -> list[str]:
+def _checks(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    result: RobustnessResult,
+    attacks: dict[str, dict[str, Any]],
+    seed: int,
+    objective: Objective,
+) -> list[str]:
     """The masking checks; a randomised model's checks run with the attacks' largest EOT."""
     eot = max([int(o.get("eot_iter", 1)) for o in attacks.values()] + [1])
     warnings = []
