@@ -12,9 +12,13 @@ and the original `x` onto that hyperplane inside the valid range (minimal `norm`
 When the new point is misclassified it is kept if it is the closest so far and the iterate is
 pulled back to `x + beta (x_k - x)`. An example counts as fooled when the closest misclassified
 point lies within `eps`; otherwise the input is returned. Restarts after the first begin at a
-random point of norm `eps / 2`. FAB-T runs on each of the `targets` classes the clean input
-scores highest after the label (runner-up first), only on examples not fooled yet; untargeted
-success (the prediction leaves the label). Untargeted FAB takes one backward pass per class.
+random point of norm `eps / 2`, on the examples not fooled yet. FAB-T targets each of the
+`targets` classes the clean input scores highest after the label; the runs for all targets go
+in one batch (one row per example and target; memory grows with `targets`), and an example
+takes its first target in rank order (runner-up first) that fooled it within `eps` - the
+reference's result, which runs the targets in turn on the examples not fooled yet (restarts:
+the reference repeats each target, here each restart covers all targets). Untargeted success
+(the prediction leaves the label). Untargeted FAB takes one backward pass per class.
 Shapes: x (N, ...) in the valid range, y (N,) class indices; no user targets.
 
 Defaults: the reference FAB (`alpha_max = 0.1, eta = 1.05, beta = 0.9`, 100 iterations,
@@ -200,18 +204,25 @@ class FAB(Attack):
         with torch.no_grad():
             logits = self.forward(x)
         robust = logits.argmax(1) == y
-        runs = 0
-        for rank in self._goals(logits):
-            for r in range(c.restarts):
-                todo = robust.nonzero().squeeze(1)
-                if len(todo) == 0:
-                    break
-                goal = top_targets(logits[todo], rank) if rank is not None else None
-                found, dist = self._run(x[todo], y[todo], goal, start=r > 0)
-                ok = dist <= c.eps
-                adv[todo[ok]] = found[ok]
-                robust[todo[ok]] = False
-                runs += len(todo)
+        ranks, runs = self._goals(logits), 0
+        for r in range(c.restarts):
+            todo = robust.nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            # one row per (example, target): rows are independent, so this is the targets in
+            # turn at once; an example takes its first target (in rank order) within eps
+            rows = todo.repeat_interleave(len(ranks))
+            goal = None
+            if ranks != [None]:
+                goal = torch.stack([top_targets(logits[todo], k) for k in ranks], 1).flatten()
+            found, dist = self._run(x[rows], y[rows], goal, start=r > 0)
+            ok = (dist <= c.eps).view(len(todo), len(ranks))
+            first = ok.int().argmax(1)
+            found = found.view(len(todo), len(ranks), *x.shape[1:])[torch.arange(len(todo)), first]
+            ok = ok.any(1)
+            adv[todo[ok]] = found[ok]
+            robust[todo[ok]] = False
+            runs += len(rows)
         self.record(steps=c.steps, runs=runs)
         return adv
 
