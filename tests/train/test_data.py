@@ -31,11 +31,20 @@ from nettle.train.datasets.digits import digits_split_indices, load_digits_array
 
 
 def test_registry_names_and_errors():
-    assert list_datasets() == ["cifar10", "digit-lines", "digits", "imagefolder", "mnist"]
+    assert list_datasets() == [
+        "cifar10",
+        "digit-lines",
+        "digit-lines-markov",
+        "digit-scenes",
+        "digits",
+        "imagefolder",
+        "mnist",
+    ]
     with pytest.raises(UnknownNameError, match="unknown dataset 'svhn'; known: cifar10, digit-"):
         create_dataset("svhn")
     with pytest.raises(
-        UnknownNameError, match="known: cifar10, digit-lines, digits, imagefolder, mnist"
+        UnknownNameError,
+        match="known: cifar10, digit-lines, digit-lines-markov, digit-scenes, digits, imagefolder",
     ):
         get_dataset_info("svhn")
     with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):

@@ -168,3 +168,13 @@ def test_a_normalised_recogniser_is_trained_and_decoded_through_its_wrapper():
     refs = [row[1 : 1 + row[0]] for row in lines.y.tolist()]
     assert report["greedy"] == report["beam"]  # a beam of one is greedy
     assert report["greedy"]["acc"] == sum(g == r for g, r in zip(greedy, refs)) / 6
+
+
+def test_markov_lines_statistics_match_the_info():
+    from nettle.train.data import create_dataset
+    from nettle.train.datasets.digit_lines import DIGIT_LINES_MARKOV_INFO
+
+    x, y = create_dataset("digit-lines-markov", "train").tensors
+    assert (len(x), tuple(y.shape[1:])) == (DIGIT_LINES_MARKOV_INFO.train_size, (9,))
+    assert round(float(x.mean()), 4) == DIGIT_LINES_MARKOV_INFO.mean[0]
+    assert round(float(x.std()), 4) == DIGIT_LINES_MARKOV_INFO.std[0]
