@@ -58,3 +58,35 @@ def test_attack_a_run_dir(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and why in err[0], err
     assert {p: p.read_bytes() for p in stage.parent.iterdir()} == before
+
+
+def test_attack_with_a_surrogate_adds_transfer_rows(tmp_path, capsys):
+    cfg = load_config_dict(
+        {
+            "name": "t",
+            "model": {"name": "simple-cnn", "kwargs": {"width": 8}},
+            "train": {"epochs": 1, "device": "cpu", "tensorboard": False},
+        }
+    )
+    run_experiment(cfg, tmp_path / "run")
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("*.pt"))
+    argv = ["attack", str(tmp_path / "run"), "--attacks", "pgd", "--eps", "0.1", "--limit", "32"]
+    assert main([*argv, "--set", "pgd.random_start=false", "--surrogate", str(ckpt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    row = f"pgd (transfer from {ckpt.stem})"
+    assert list(out["accuracy"]) == ["pgd", row]
+    # crafted on the same weights with the same seed: the transfer row is the white-box one
+    assert out["accuracy"][row] == out["accuracy"]["pgd"]
+    assert out["cost"][row]["0.1"]["backwards"] == out["cost"]["pgd"]["0.1"]["backwards"]
+    saved = json.loads(Path(out["saved"]).read_text())
+    assert saved["settings"]["surrogate"]["name"] == ckpt.stem
+    assert len(saved["settings"]["surrogate"]["sha256"]) == 64
+    before = sorted((tmp_path / "run" / "eval").iterdir())
+    for bad, why in [
+        (str(tmp_path / "nope"), "--surrogate"),
+        (str(tmp_path / "run" / "config.yaml"), "--surrogate"),
+    ]:
+        assert main([*argv, "--surrogate", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+    assert sorted((tmp_path / "run" / "eval").iterdir()) == before
