@@ -59,12 +59,13 @@ def test_a_randomised_model_without_eot_is_flagged_and_eot_attacks_harder(traine
     x, y = x[:64], y[:64]
     flag = "the model is randomised"
     base = {"steps": 5, "random_start": False}
-    plain = evaluate_robustness(noisy, (x, y), {"pgd": base}, [0.12], recheck=0)
-    eot = evaluate_robustness(noisy, (x, y), {"pgd": base | {"eot_iter": 20}}, [0.12], recheck=0)
+    run = {"recheck": 0, "checks": False}  # the flag needs none of the (EOT-costly) checks
+    plain = evaluate_robustness(noisy, (x, y), {"pgd": base}, [0.12], **run)
+    eot = evaluate_robustness(noisy, (x, y), {"pgd": base | {"eot_iter": 20}}, [0.12], **run)
     assert plain.randomised and eot.randomised
     assert any(w.startswith(flag) and "pgd ran without EOT" in w for w in plain.warnings)
     assert not any(w.startswith(flag) for w in eot.warnings), eot.warnings
     assert eot.accuracy["pgd"][0.12] <= plain.accuracy["pgd"][0.12]
     # a deterministic model is not flagged
-    quiet = evaluate_robustness(model, (x, y), {"pgd": base}, [0.12], recheck=0)
+    quiet = evaluate_robustness(model, (x, y), {"pgd": base}, [0.12], **run)
     assert not quiet.randomised and not any(w.startswith(flag) for w in quiet.warnings)

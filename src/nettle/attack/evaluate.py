@@ -144,8 +144,7 @@ def evaluate_robustness(
         objective=objective.name,
     )
     ev.fill(result, thresholds)
-    if checks and eps:
-        result.warnings += _checks(model, x_all, y_all, result, attacks, seed, objective)
+    result.warnings += _checks(model, x_all, y_all, result, attacks, seed, objective, checks)
     return result
 
 
@@ -157,13 +156,15 @@ def _checks(
     attacks: dict[str, dict[str, Any]],
     seed: int,
     objective: Objective,
+    checks: bool,
 ) -> list[str]:
-    """The masking checks; a randomised model's checks run with the attacks' largest EOT."""
+    """A randomised model attacked without EOT (always flagged: it is cheap to tell), then the
+    masking checks when asked; a randomised model's checks run with the attacks' largest EOT."""
+    warning = randomness_warning(attacks) if result.randomised else None
+    warnings = [warning] if warning else []
+    if not checks or not result.eps:
+        return warnings
     eot = max([int(o.get("eot_iter", 1)) for o in attacks.values()] + [1])
-    warnings = []
-    if result.randomised:
-        warning = randomness_warning(attacks)
-        warnings += [warning] if warning else []
     return warnings + masking_checks(
         model, x, y, result, seed, objective=objective, eot_iter=eot if result.randomised else 1
     )
@@ -216,8 +217,7 @@ def _worst_case_by_bisection(
         attacked=ev.attacked,
         objective=objective.name,
     )
-    if checks and eps:
-        x_all, y_all = torch.cat(xs), torch.cat(ys)
-        result.randomised = is_randomised(model, x_all[:16].to(ev.dev), seed)
-        result.warnings = _checks(model, x_all, y_all, result, attacks, seed, objective)
+    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    result.randomised = is_randomised(model, x_all[:16].to(ev.dev), seed)
+    result.warnings = _checks(model, x_all, y_all, result, attacks, seed, objective, checks)
     return result
