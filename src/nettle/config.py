@@ -552,6 +552,9 @@ class DecodeStageConfig(_Strict):
     lm_order: int = Field(2, ge=1, le=6, description="n of the character n-gram model")
     lm_weight: float = Field(0.5, ge=0, le=10, description="shallow-fusion weight of the LM")
     lm_k: float = Field(0.1, gt=0, le=100, description="additive smoothing of the LM's counts")
+    noise_std: float = Field(
+        0.0, ge=0, le=1, description="also decode the lines with Gaussian pixel noise (0: no)"
+    )
 
 
 class EvaluateConfig(_Strict):

@@ -178,3 +178,17 @@ def test_markov_lines_statistics_match_the_info():
     assert (len(x), tuple(y.shape[1:])) == (DIGIT_LINES_MARKOV_INFO.train_size, (9,))
     assert round(float(x.mean()), 4) == DIGIT_LINES_MARKOV_INFO.mean[0]
     assert round(float(x.std()), 4) == DIGIT_LINES_MARKOV_INFO.std[0]
+
+
+def test_decoding_degraded_lines_is_seeded_and_reported_apart():
+    model = create_model("crnn", num_classes=10, in_channels=1, width=8, hidden=8).eval()
+    images, labels, _ = digits_split("test")
+    lines = make_digit_lines(images, labels, 8, seed=4)
+    clean = decoding_report(model, lines.x, lines.y, [[1, 2]], beam_width=2)
+    assert "noisy" not in clean
+    first = decoding_report(model, lines.x, lines.y, [[1, 2]], beam_width=2, noise_std=0.3, seed=1)
+    again = decoding_report(model, lines.x, lines.y, [[1, 2]], beam_width=2, noise_std=0.3, seed=1)
+    assert first["noisy"] == again["noisy"] and set(first["noisy"]) == {"greedy", "beam", "beam_lm"}
+    assert {k: first[k] for k in ("greedy", "beam", "beam_lm")} == {
+        k: clean[k] for k in ("greedy", "beam", "beam_lm")
+    }

@@ -67,6 +67,8 @@ class Stages:
         for mode in ("greedy", "beam", "beam_lm"):
             for key, value in (decoded.get(mode) or {}).items():
                 out[f"{key}_{mode}"] = value
+            for key, value in ((decoded.get("noisy") or {}).get(mode) or {}).items():
+                out[f"{key}_{mode}_noisy"] = value
         return out
 
 
@@ -318,7 +320,8 @@ def _decode_stage(model: Any, cfg: ExperimentConfig, x: Any, y: Any, s: dict[str
     train = create_dataset(d.name, "train", d.root, d.image_size)
     if not hasattr(train, "tensors") or train.tensors[1].dim() != 2:
         raise ValueError(f"evaluate.decode needs text-line data (digit-lines...), not {d.name}")
-    return decoding_report(model, x, y, reference_lines(train.tensors[1]), **s)
+    lines = reference_lines(train.tensors[1])
+    return decoding_report(model, x, y, lines, **s, seed=cfg.evaluate.seed)
 
 
 def _inspect_stage(run_dir: Path, cfg: ExperimentConfig, s: dict[str, Any], d: str) -> Any:

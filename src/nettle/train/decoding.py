@@ -62,6 +62,8 @@ def decoding_report(
     lm_order: int = 2,
     lm_weight: float = 0.5,
     lm_k: float = 0.1,
+    noise_std: float = 0.0,
+    seed: int = 0,
     batch_size: int = 250,
 ) -> dict[str, Any]:
     """{mode: {"acc", "cer"}} for greedy, beam and beam + LM decoding of lines `x`, `y`.
@@ -73,34 +75,54 @@ def decoding_report(
         beam_width: hypotheses kept per line.
         lm_order: n of the character n-gram model; lm_weight: its fusion weight;
         lm_k: its additive smoothing.
+        noise_std: above 0, also decode the lines degraded by Gaussian pixel noise of this
+            standard deviation (drawn with `seed`, clipped to [0, 1]), reported under "noisy":
+            a language model earns its keep where the image is ambiguous.
+        seed: seed of that noise.
         batch_size: lines decoded at once.
     """
     vocab = getattr(unwrap(model)[1], "num_classes", 10)
     lm = CharNGram(lm_order, vocab, lm_k).fit(train_lines)
+    refs = reference_lines(y)
     was = [(m, m.training) for m in model.modules()]
     model.eval()
-    device = next(model.parameters()).device
-    read: dict[str, list[list[int]]] = {m: [] for m in MODES}
     try:
-        for i in range(0, len(x), batch_size):
-            for mode, lines in _read(
-                model, x[i : i + batch_size].to(device), beam_width, lm, lm_weight
-            ).items():
-                read[mode] += lines
+        report: dict[str, Any] = _scores(model, x, refs, beam_width, lm, lm_weight, batch_size)
+        if noise_std > 0:
+            g = torch.Generator().manual_seed(seed)
+            noisy = (x + noise_std * torch.randn(x.shape, generator=g)).clamp(0, 1)
+            report["noisy"] = _scores(model, noisy, refs, beam_width, lm, lm_weight, batch_size)
     finally:
         for m, training in was:
             m.training = training
-    refs = reference_lines(y)
-    report: dict[str, Any] = {
+    report["lines"] = len(refs)
+    report["lm_perplexity"] = _perplexity(lm, refs)
+    return report
+
+
+def _scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    refs: list[list[int]],
+    width: int,
+    lm: CharNGram,
+    weight: float,
+    batch_size: int,
+) -> dict[str, dict[str, float]]:
+    """{mode: {"acc", "cer"}} of the three decodings of `x` against `refs`."""
+    device = next(model.parameters()).device
+    read: dict[str, list[list[int]]] = {m: [] for m in MODES}
+    for i in range(0, len(x), batch_size):
+        batch = x[i : i + batch_size].to(device)
+        for mode, lines in _read(model, batch, width, lm, weight).items():
+            read[mode] += lines
+    return {
         mode: {
             "acc": sum(p == r for p, r in zip(lines, refs)) / max(len(refs), 1),
             "cer": character_error_rate(lines, refs),
         }
         for mode, lines in read.items()
     }
-    report["lines"] = len(refs)
-    report["lm_perplexity"] = _perplexity(lm, refs)
-    return report
 
 
 def _perplexity(lm: CharNGram, lines: list[list[int]]) -> float:
