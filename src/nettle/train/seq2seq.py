@@ -19,7 +19,7 @@ from torch import nn
 from nettle.loss_output import LossOutput
 from nettle.measure.timing import PhaseTimer
 from nettle.models.attention_ocr import greedy_lines, split_recogniser
-from nettle.train.ctc import levenshtein
+from nettle.train.ctc import CTCMetric, levenshtein
 from nettle.train.datasets.digit_lines import PAD, split_line_labels
 
 __all__ = ["Seq2SeqMetric", "Seq2SeqObjective", "decoder_targets", "reference_lines"]
@@ -66,18 +66,10 @@ class Seq2SeqObjective:
         return Seq2SeqMetric()
 
 
-class Seq2SeqMetric:
-    """Test metrics of a greedily decoding recogniser: `loss`, `acc`, `cer`.
-
-    Its state is additive (`sums`), so the sums of several shards can be added before `compute`.
+class Seq2SeqMetric(CTCMetric):
+    """Test metrics of a greedily decoding recogniser: `loss`, `acc`, `cer` (the sums and
+    `compute` of `CTCMetric`, so shards add up the same way; only `update` differs).
     """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every batch seen."""
-        self.sums = {"loss": 0.0, "correct": 0, "edits": 0, "chars": 0, "seen": 0}
 
     def update(self, scores: torch.Tensor, y: torch.Tensor) -> None:
         """Add a batch of greedy scores (N, V, L) and line label rows (N, 1 + S)."""
@@ -91,12 +83,3 @@ class Seq2SeqMetric:
         s["edits"] += sum(levenshtein(p, r) for p, r in zip(read, refs))
         s["chars"] += sum(len(r) for r in refs)
         s["seen"] += len(y)
-
-    def compute(self) -> dict[str, float]:
-        """{"loss": per symbol, "acc": exact lines, "cer": edits per true digit}."""
-        s, n = self.sums, max(self.sums["seen"], 1)
-        return {
-            "loss": s["loss"] / n,
-            "acc": s["correct"] / n,
-            "cer": s["edits"] / max(s["chars"], 1),
-        }
