@@ -1,0 +1,73 @@
+"""Folding BatchNorm into convolutions for inference: same function, model untouched."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nettle.models import create_model
+from nettle.nn.inference import fold_batchnorm
+
+
+def _trained_bn(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    for m in model.modules():  # statistics and affine parameters away from their defaults
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+def test_folded_copy_computes_the_same_function_without_batchnorm():
+    model = _trained_bn(create_model("simple-cnn", num_classes=10, in_channels=1)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(8, 1, 8, 8)
+    folded = fold_batchnorm(model, x)
+    assert folded is not model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert model.training  # the model keeps its mode and its tensors
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5)
+    # gradients with respect to the input agree too (what attacks use)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    (g1,) = torch.autograd.grad(model(xs[0]).logsumexp(1).sum(), xs[0])
+    (g2,) = torch.autograd.grad(folded(xs[1]).logsumexp(1).sum(), xs[1])
+    assert torch.allclose(g1, g2, atol=1e-5)
+
+
+class _Hooked(nn.Module):
+    """A conv-BN model whose output passes through a forward hook (invisible to tracing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)
+        self.register_forward_hook(lambda m, i, out: out.sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)).flatten(1)
+
+
+class _Branchy(nn.Module):
+    """Data-dependent control flow: cannot be traced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return y if float(y.sum()) > 0 else -y
+
+
+def test_models_that_cannot_be_folded_faithfully_are_returned_as_they_are():
+    x = torch.rand(4, 1, 6, 6)
+    hooked = _Hooked()
+    assert fold_batchnorm(hooked, x) is hooked  # the copy disagrees: the model itself
+    branchy = _Branchy()
+    assert fold_batchnorm(branchy, x) is branchy
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    assert fold_batchnorm(plain, x) is plain  # nothing to fold
