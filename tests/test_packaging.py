@@ -56,6 +56,10 @@ OPTIONAL = {
     "botocore": ("boto3", "cloud", "nettle[cloud]"),  # botocore comes with boto3
     "pandas": ("pandas", "dev", "pip install pandas"),  # only Store.to_dataframe
     "timm": ("timm", "dev", "pip install timm"),  # only `timm:NAME` model references
+    "sqlalchemy": ("optuna", "search", "nettle[search]"),  # sqlalchemy comes with optuna
+    "captum": ("captum", "attribution", "nettle[attribution]"),
+    "onnxruntime": ("onnxruntime", "export", "nettle[export]"),
+    "ipywidgets": ("ipywidgets", "notebooks", "nettle[notebooks]"),
 }
 
 

@@ -243,9 +243,9 @@ def _attack() -> list[Case]:
         ),
         case(
             "attack",
-            "run dir of a CTC model",
+            "run dir whose weights are not its config's CTC model",
             ["attack", RUN],
-            "CTC",
+            "do not fit the model its config describes",
             runs=True,
             files={f"{RUN}/config.yaml": cfg({"train.loss": "ctc", "model.name": "crnn"})},
         ),

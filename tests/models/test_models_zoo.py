@@ -104,6 +104,7 @@ def test_wrn_16_4_and_simple_cnn_counts():
 # name in list_models() -> (a concrete name, extra kwargs, input height/width of a batch of one;
 # the ImageNet networks get 64x64 so that their last stage still has 2x2 values per channel for BN)
 CASES = {
+    "attention-ocr": ("attention-ocr", {}, 8),
     "bayes-lenet": ("bayes-lenet", {}, 28),
     "crnn": ("crnn", {}, 8),
     "darts": ("darts", {"channels": 8, "layers": 5}, 32),
@@ -111,6 +112,7 @@ CASES = {
     "resnet34": ("resnet34", {}, 64),
     "resnet50": ("resnet50", {}, 64),
     "simple-cnn": ("simple-cnn", {}, 8),
+    "tiny-yolo": ("tiny-yolo", {}, 32),
     "vgg11": ("vgg11", {}, 32),
     "vgg13": ("vgg13", {}, 32),
     "vgg16": ("vgg16", {}, 32),
@@ -122,8 +124,16 @@ NAMES = sorted(CASES)
 
 
 def _out_shape(name: str, n: int, classes: int, size: int) -> tuple[int, ...]:
-    """(N, classes); the CRNN scores every column pair: (N, classes + blank, width // 2)."""
-    return (n, classes + 1, size // 2) if name == "crnn" else (n, classes)
+    """(N, classes); the CRNN scores every column pair: (N, classes + blank, width // 2); the
+    attention recogniser its 9 decoding steps (N, classes + end, 9); the detector every 4x4
+    cell (N, 5 + classes, size // 4, size // 4)."""
+    if name == "crnn":
+        return (n, classes + 1, size // 2)
+    if name == "attention-ocr":
+        return (n, classes + 1, 9)
+    if name == "tiny-yolo":
+        return (n, 5 + classes, size // 4, size // 4)
+    return (n, classes)
 
 
 def test_every_registered_model_has_a_case():

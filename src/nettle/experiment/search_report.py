@@ -64,7 +64,10 @@ def study_path_of(store_path: str | Path) -> Path:
 def study_storage(path: Path) -> Any:
     """Optuna's storage of the study file `path` with the run store's SQLite settings (WAL
     journal, no sync at every commit: ask and tell take a third of the time)."""
-    from sqlalchemy import event  # Optuna's dependency, there when Optuna is
+    try:
+        from sqlalchemy import event  # Optuna's dependency, there when Optuna is
+    except ImportError:
+        raise ImportError("the search needs Optuna: pip install 'nettle[search]'") from None
 
     storage = optuna_module().storages.RDBStorage(f"sqlite:///{path}")
 

@@ -135,7 +135,12 @@ class _OnnxModule(nn.Module):
 
     def __init__(self, data: bytes) -> None:
         super().__init__()
-        import onnxruntime  # optional: the `export` extra
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ImportError(
+                "checking an ONNX export needs: pip install 'nettle[export]'"
+            ) from None
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
