@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -50,6 +50,7 @@ from torch import nn
 
 from nettle.attack.eot import seeded_randomness
 from nettle.attack.objectives import cross_entropy, margin_loss, misclassified
+from nettle.nn.modes import eval_mode
 from nettle.registry import Registry
 
 __all__ = [
@@ -396,25 +397,6 @@ class Attack:
         """Gradient of the summed loss w.r.t. `x` only, and the per-example loss (`loss_grad`)."""
         grad, loss, _ = self.loss_grad(x, y, target)
         return grad, loss
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put `model` in eval mode for the block; then restore every module's own train flag
-    (a frozen batch norm inside a training model stays frozen), also on errors."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        _restore_modes(model, modes)
-
-
-def _restore_modes(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
-    """Restore each module's train/eval flag (the top-level `train()` runs first)."""
-    model.train(modes[0][1])
-    for module, training in modes:
-        module.training = training
 
 
 def create_attack(name: str, model: nn.Module, **config: Any) -> Attack:

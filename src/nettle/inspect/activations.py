@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nettle.nn.modes import eval_mode
+
 __all__ = [
     "LayerStats",
     "TopK",
@@ -69,18 +71,6 @@ def iter_batches(data: Any, batch_size: int) -> Iterator[torch.Tensor]:
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
     for batch in loader:
         yield batch[0] if isinstance(batch, (list, tuple)) else batch
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode and restore each one's own mode on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was in modes:
-            m.training = was
 
 
 class _Recorded(Exception):

@@ -19,6 +19,8 @@ import logging
 import torch
 from torch import nn
 
+from nettle.nn.modes import eval_mode
+
 __all__ = ["fold_batchnorm"]
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, tol: float = 1e-4) -
     except Exception as exc:  # untraceable models are evaluated as they are
         log.debug("BatchNorm folding skipped: %s", exc)
         return model
-    was = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
+    with eval_mode(model):
         want, got = model(example), folded(example)
-    finally:
-        for m, training in was:
-            m.training = training
     if not (isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor)):
         return model
     scale = float(want.abs().max()) or 1.0

@@ -18,6 +18,7 @@ from torch import nn
 
 from nettle.models.attention_ocr import AttentionOCR, greedy_lines, split_recogniser
 from nettle.models.factory import unwrap
+from nettle.nn.modes import eval_mode
 from nettle.train.beam import attention_beam_search, ctc_beam_search
 from nettle.train.char_lm import CharNGram
 from nettle.train.ctc import character_error_rate, decode
@@ -84,17 +85,12 @@ def decoding_report(
     vocab = getattr(unwrap(model)[1], "num_classes", 10)
     lm = CharNGram(lm_order, vocab, lm_k).fit(train_lines)
     refs = reference_lines(y)
-    was = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         report: dict[str, Any] = _scores(model, x, refs, beam_width, lm, lm_weight, batch_size)
         if noise_std > 0:
             g = torch.Generator().manual_seed(seed)
             noisy = (x + noise_std * torch.randn(x.shape, generator=g)).clamp(0, 1)
             report["noisy"] = _scores(model, noisy, refs, beam_width, lm, lm_weight, batch_size)
-    finally:
-        for m, training in was:
-            m.training = training
     report["lines"] = len(refs)
     report["lm_perplexity"] = _perplexity(lm, refs)
     return report
