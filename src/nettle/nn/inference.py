@@ -3,7 +3,9 @@
 `fold_batchnorm(model, example)` returns a copy of `model` in which every BatchNorm that directly
 follows a convolution is folded into that convolution's weight and bias (`torch.fx`'s `fuse`,
 the standard conv-BN folding: `w' = w * gamma / sqrt(var + eps)`, `b' = (b - mean) * gamma /
-sqrt(var + eps) + beta`). It is the model's eval-mode function up to float rounding, and an
+sqrt(var + eps) + beta`). Only the modules that hold a BatchNorm are traced; every other module
+(the input normalisation, substitutes, activations) stays one opaque call, so their Python
+checks and control flow never meet the tracer. It is the model's eval-mode function up to float rounding, and an
 attack's forward and backward passes through it skip the normalisation: on the digits CNN a
 gradient with respect to the input costs a third less. The copy is checked against the model
 on `example` (outputs within `tol` of each other, relative to their scale); where the model
@@ -17,7 +19,7 @@ import copy
 import logging
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from nettle.nn.modes import eval_mode
 
@@ -26,9 +28,18 @@ __all__ = ["fold_batchnorm"]
 log = logging.getLogger(__name__)
 
 
+class _BatchNormTracer(fx.Tracer):
+    """Traces into a module only when a BatchNorm lies inside it."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        holds_bn = any(isinstance(s, nn.modules.batchnorm._BatchNorm) for s in m.modules())
+        return not holds_bn or super().is_leaf_module(m, qualname)
+
+
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module, example: torch.Tensor, tol: float = 1e-4) -> nn.Module:
-    """An eval-mode copy of `model` with conv-BatchNorm pairs folded, or `model` itself.
+    """An eval-mode copy of `model` with conv-BatchNorm pairs folded and no parameter that
+    requires a gradient, or `model` itself.
 
     Args:
         model: any module (its own modes and parameters are left as they are).
@@ -40,7 +51,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, tol: float = 1e-4) -
     from torch.fx.experimental.optimization import fuse
 
     try:
-        folded = fuse(copy.deepcopy(model).eval(), inplace=True)
+        copied = copy.deepcopy(model).eval()
+        traced = fx.GraphModule(copied, _BatchNormTracer().trace(copied))
+        folded = fuse(traced, inplace=True, no_trace=True)
     except Exception as exc:  # untraceable models are evaluated as they are
         log.debug("BatchNorm folding skipped: %s", exc)
         return model
@@ -52,4 +65,4 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, tol: float = 1e-4) -
     if want.shape != got.shape or float((want - got).abs().max()) > tol * scale:
         log.debug("BatchNorm folding skipped: the folded copy disagrees with the model")
         return model
-    return folded
+    return folded.requires_grad_(False)  # a private copy: gradients reach only the input
