@@ -1,4 +1,4 @@
-"""Folding BatchNorm into convolutions for inference: same function, model untouched."""
+"""Inference copies (BatchNorm folded, channels-last): the same function, model untouched."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nettle.models import create_model
-from nettle.nn.inference import fold_batchnorm
+from nettle.nn.inference import inference_copy
 
 
 def _trained_bn(model: nn.Module) -> nn.Module:
@@ -29,10 +29,12 @@ def test_folded_copy_computes_the_same_function_without_batchnorm(normalised):
     model = _trained_bn(model).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(8, 1, 8, 8)
-    folded = fold_batchnorm(model, x)
+    folded = inference_copy(model, x)
     assert folded is not model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert not any(p.requires_grad for p in folded.parameters())
+    convs = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     assert model.training  # the model keeps its mode and its tensors
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     model.eval()
@@ -66,14 +68,23 @@ class _Branchy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn(self.conv(x))
-        return y if float(y.sum()) > 0 else -y
+        return y if float(y.detach().sum()) > 0 else -y
 
 
 def test_models_that_cannot_be_folded_faithfully_are_returned_as_they_are():
     x = torch.rand(4, 1, 6, 6)
     hooked = _Hooked()
-    assert fold_batchnorm(hooked, x) is hooked  # the copy disagrees: the model itself
-    branchy = _Branchy()
-    assert fold_batchnorm(branchy, x) is branchy
-    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-    assert fold_batchnorm(plain, x) is plain  # nothing to fold
+    assert inference_copy(hooked, x) is hooked  # the copy disagrees: the model itself
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+    assert inference_copy(mlp, x) is mlp  # nothing to fold, no convolution
+
+
+def test_untraceable_models_are_copied_channels_last_with_their_batchnorm():
+    x = torch.rand(4, 1, 6, 6)
+    branchy = _trained_bn(_Branchy())
+    fast = inference_copy(branchy, x)
+    assert fast is not branchy and isinstance(fast.bn, nn.BatchNorm2d)
+    assert fast.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert branchy.conv.weight.is_contiguous()  # the model keeps its layout
+    branchy.eval()
+    assert torch.allclose(fast(x), branchy(x), atol=1e-6)

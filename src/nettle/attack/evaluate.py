@@ -16,9 +16,9 @@ attack and epsilon (e.g. the character error rate). Randomised models: attack op
 without EOT. Transfer: with `surrogate=`, every attack is also crafted on the surrogate (on its
 own device) and scored on the model, as its own row "<attack> (transfer from <name>)".
 
-The attacks run on the model's inference form (`nettle.nn.inference.fold_batchnorm`: conv-BN
-pairs folded, checked against the model; not for a randomised model): the same function up to
-rounding, and a gradient a third cheaper on the digits CNN.
+The attacks run on the model's inference form (`nettle.nn.inference.inference_copy`: conv-BN
+pairs folded, channels-last weights, checked against the model; not for a randomised model):
+the same function up to rounding, and a gradient about half as costly on the digits CNN.
 
 Per attack and epsilon the result also holds the spread of robust accuracy over batches and the
 cost: seconds, and forward and backward passes (counted by the attacks' base class). The
@@ -39,7 +39,7 @@ from nettle.attack.masking import TRANSFER, is_randomised, masking_checks, rando
 from nettle.attack.objectives import Objective, classification
 from nettle.attack.result import RobustnessResult, format_robustness
 from nettle.attack.tally import Evaluation, Row, batches, mean_of, with_eps
-from nettle.nn.inference import fold_batchnorm
+from nettle.nn.inference import inference_copy
 
 __all__ = [
     "THRESHOLDS",
@@ -68,14 +68,13 @@ def _rows(
 
 
 def _inference_form(model: nn.Module, data: Any, seed: int) -> nn.Module:
-    """`model` with its conv-BatchNorm pairs folded (`nettle.nn.inference`) unless it is
-    randomised (tracing would freeze Python-level randomness); the same function up to
-    rounding, a third cheaper per gradient on the digits CNN."""
+    """`model`'s inference copy (`nettle.nn.inference`) unless it is randomised (tracing
+    would freeze Python-level randomness); the same function up to rounding."""
     x, _ = next(iter(batches(data, 16)))
     x = x.to(next(model.parameters()).device)
     if is_randomised(model, x, seed):
         return model
-    return fold_batchnorm(model, x)
+    return inference_copy(model, x)
 
 
 def evaluate_robustness(
