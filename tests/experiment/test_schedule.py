@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -209,6 +211,21 @@ def test_sigterm_stops_every_process_of_every_job(tmp_path, job):
         _wait(lambda row=row: _group_gone(row["pgid"]), 10)  # once init reaped the zombies
     assert not Path(f"/proc/{child}").exists()
     assert [r["status"] for r in store.query(sweep="term")] == ["preempted", "preempted"]
+
+
+def test_a_sweep_in_another_thread_stops_when_its_stop_event_is_set(tmp_path, job):
+    plan = _plan("event", [{"train.seed": 0}], 3, sleep=30)
+    stop, store = threading.Event(), Store(tmp_path / "nettle.db")
+    with ThreadPoolExecutor(1) as pool:  # no signal handler can reach this thread
+        future = pool.submit(
+            run_sweep, plan, store, root=tmp_path, grace=0.5, command=job, stop=stop
+        )
+        (row,) = _wait(lambda: [r for r in store.query(status="running") if r["pgid"]])
+        stop.set()
+        result = future.result(timeout=30)
+    assert result.interrupted and result.preempted == [plan.runs[0].id]
+    assert worker.group_members(row["pgid"]) == []
+    assert [r["status"] for r in store.query(sweep="event")] == ["preempted"]
 
 
 def test_stale_running_row_is_cleared_and_only_its_own_processes_killed(tmp_path, job):

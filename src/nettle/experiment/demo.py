@@ -7,13 +7,12 @@ run store (`<root>/nettle.db`), as a user's sweeps would:
    `evaluate:` also inspects it (first-layer filters, top patches of two channels, a feature
    visualisation, the training history);
 2. two students (low rank, hashed) with `model.budget: {params: N}`, a quarter of the
-   teacher's parameters (read from the store), solved when the sweep is planned, distilled
-   from the teacher's run dir (attention transfer, beta 50: see `DEMO_BETA`): the sweep
-   `demo-students`, run on two CPU slots. The students need only the teacher's checkpoint
-   and parameter count, so the teacher's sweep first runs with the count alone (training),
-   then again with its whole `evaluate:` (the same run: evaluation settings are not part of
-   a run's id, so the job only adds the attack and inspection stages) on its own slot while
-   the students train;
+   teacher's parameters (counted on its config), solved when the sweep is planned (while the
+   teacher trains), distilled from the teacher's run dir (attention transfer, beta 50: see
+   `DEMO_BETA`): the sweep `demo-students`, run on two CPU slots. The students need only the
+   teacher's checkpoint, so they start as soon as the teacher's training has ended (its
+   `summary.json` says so), while the teacher's job goes on with its attacks and inspection:
+   one job per model, and no core idles while the teacher is evaluated;
 3. every run's `evaluate:` section counts it (parameters, theoretical and executed
    multiply-adds) and attacks it on the test set (FGSM, PGD, CW at a few epsilons, with the
    masking checks): the ordinary sweep job (`nettle.experiment.job`) runs these stages after
@@ -30,9 +29,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,28 +116,33 @@ def demo_spec(
     return {"name": STUDENT_SWEEP, "base": base, "list": variants}
 
 
-def _sweep(
-    spec: dict[str, Any], store: Any, root: Path, slots: int, notify: Any
-) -> tuple[list[dict[str, Any]], Any]:
-    """Write and run one of the demo's sweep files; its store rows and plan, or DemoError
-    naming a failed run."""
+def _plan(spec: dict[str, Any], root: Path) -> Any:
+    """Write one of the demo's sweep files and plan it."""
     import yaml
 
-    from nettle.experiment.schedule import run_sweep
     from nettle.experiment.spec import plan_sweep
     from nettle.files import atomic_write
 
     path = root / "sweeps" / f"{spec['name']}.yaml"
     path.parent.mkdir(exist_ok=True)
     atomic_write(path, yaml.safe_dump(spec, sort_keys=False))
-    plan = plan_sweep(path)
+    return plan_sweep(path)
+
+
+def _sweep(
+    plan: Any, store: Any, root: Path, slots: int, notify: Any, stop: Any = None
+) -> list[dict[str, Any]]:
+    """Run one of the demo's sweeps (until `stop` is set, if given); its store rows, or
+    DemoError naming a failed or stopped run."""
+    from nettle.experiment.schedule import run_sweep
+
     names = {r.id: r.config.name for r in plan.runs}
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event in ("start", "done", "failed", "skip"):
             notify(event, info | {"name": names.get(info.get("id"), info.get("name"))})
 
-    result = run_sweep(plan, store, root=root, slots=slots, progress=progress)
+    result = run_sweep(plan, store, root=root, slots=slots, progress=progress, stop=stop)
     if not result.ok:
         failed = {names.get(i, i): why for i, why in result.failed.items()}
         stopped = [names.get(i, i) for i in result.preempted + result.busy]
@@ -145,7 +150,28 @@ def _sweep(
             f"sweep {plan.name}: failed {failed or 'none'}, stopped or busy {stopped or 'none'};"
             f" logs in {root / plan.name}/<run id>/log.txt"
         )
-    return [store.get(r.id) for r in plan.runs], plan
+    return [store.get(r.id) for r in plan.runs]
+
+
+def _wait_trained(run_dir: Path, sweep: Future) -> None:
+    """Return once the run in `run_dir` has finished training (its `summary.json` says
+    "done"), or its sweep has ended (re-raising the sweep's DemoError)."""
+    path = run_dir / "summary.json"
+    while not sweep.done():
+        try:
+            if json.loads(path.read_text()).get("status") == "done":
+                return
+        except (OSError, ValueError):
+            pass  # not written yet (it is replaced atomically, never read half-written)
+        time.sleep(0.05)
+    sweep.result()
+
+
+def _teacher_params(plan: Any) -> int:
+    from nettle.models.build import build_model
+
+    model = build_model(plan.runs[0].config, pretrained=False)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _inspection(teacher_dir: Path, cfg: Any) -> Any:
@@ -230,6 +256,7 @@ def run_demo(
     Raises:
         DemoError: a run failed (its reason and where its log is).
     """
+    from nettle.experiment.record import run_dir_of
     from nettle.experiment.report import REPORT_FILES
     from nettle.experiment.store import Store
     from nettle.experiment.store_report import records_from_rows, report_from_store
@@ -254,20 +281,25 @@ def run_demo(
         spec["base"]["evaluate"]["inspect"]["steps"] = featurevis_steps
     else:
         del spec["base"]["evaluate"]["inspect"]
-    trained = spec | {"base": spec["base"] | {"evaluate": {}}}  # training and the count
-    (teacher,), _ = _sweep(trained, store, root, 1, notify)
-    seconds["teacher training"] = time.perf_counter() - t0
-    teacher_dir = Path(teacher["run_dir"])
-
-    budget = teacher["metrics"]["params"] * BUDGET_FRACTION
-    t1 = time.perf_counter()
-    notify("students", {"sweep": STUDENT_SWEEP, "budget": budget})
-    students_spec = demo_spec(epochs, seed, teacher_dir, budget, evaluate)
-    with ThreadPoolExecutor(1) as pool:  # the teacher's evaluation beside the students
-        evaluated = pool.submit(_sweep, spec, Store(root / "nettle.db"), root, 2, notify)
-        students, _ = _sweep(students_spec, store, root, slots, notify)
-        (teacher,), plan = evaluated.result()
-    seconds["students and teacher evaluation"] = time.perf_counter() - t1
+    plan = _plan(spec, root)
+    known = store.get(plan.runs[0].id) or {}
+    teacher_dir = Path(known.get("run_dir") or run_dir_of(root, TEACHER_SWEEP, plan.runs[0].id))
+    stop = threading.Event()  # the teacher's sweep runs beside; it stops with this thread
+    # one thread per job: the teacher's evaluation shares the cores with two students
+    with ThreadPoolExecutor(1) as pool:
+        teacher_sweep = pool.submit(_sweep, plan, Store(root / "nettle.db"), root, 2, notify, stop)
+        try:
+            budget = _teacher_params(plan) * BUDGET_FRACTION
+            students_plan = _plan(demo_spec(epochs, seed, teacher_dir, budget, evaluate), root)
+            _wait_trained(teacher_dir, teacher_sweep)
+            seconds["teacher training"] = t1 = time.perf_counter() - t0
+            notify("students", {"sweep": STUDENT_SWEEP, "budget": budget})
+            students = _sweep(students_plan, store, root, slots, notify)
+        except BaseException:
+            stop.set()
+            raise
+        (teacher,) = teacher_sweep.result()
+    seconds["students and teacher evaluation"] = time.perf_counter() - t0 - t1
     notes = [
         f"{r['config']['name']}: {r['config']['model']['conv']} meets the budget of "
         f"{budget:,.0f} parameters with {r['config']['model']['budget']['achieved']:,} "
@@ -280,7 +312,7 @@ def run_demo(
         "FGSM and PGD-10 are bounded by epsilon; CW-L2 is unbounded and counts at every epsilon "
         "at least the L-infinity size of its perturbation."
     )
-    sections = [_inspection(teacher_dir, plan.runs[0].config)] if inspect else []
+    sections = [_inspection(Path(teacher["run_dir"]), plan.runs[0].config)] if inspect else []
     notify("report", {"root": str(root)})
     t2 = time.perf_counter()
     records, _ = records_from_rows(store.query())

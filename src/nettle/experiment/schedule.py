@@ -110,10 +110,15 @@ class _Scheduler:
         self.running: dict[str, _Job] = {}
         self.queue: deque[PlannedRun] = deque()
         self.source: RunSource | None = opts.get("source")
+        self.stop_event: threading.Event | None = opts.get("stop")
         self.more = self.source is not None  # the source may propose more runs
 
     @property
     def stop_signal(self) -> int | None:
+        """The signal that stops the sweep; a set `stop` event counts as SIGTERM."""
+        stop = self.stop_event
+        if stop is not None and stop.is_set() and self.driver.stop_signal is None:
+            self.driver.on_signal(signal.SIGTERM, None)
         return self.driver.stop_signal
 
     def _env(self, slot: Slot, run_id: str) -> dict[str, str]:
@@ -281,6 +286,7 @@ def run_sweep(
     poll: float = 0.01,
     handle_signals: bool = True,
     source: RunSource | None = None,
+    stop: threading.Event | None = None,
 ) -> SweepResult:
     """Run a sweep's unfinished runs as parallel jobs (see the module docstring).
 
@@ -304,6 +310,8 @@ def run_sweep(
         handle_signals: catch SIGINT/SIGTERM (main thread only) to stop the jobs cleanly.
         source: proposes more runs while the sweep runs and may stop them early (a search);
             `plan` may then be empty.
+        stop: an event another thread sets to stop the sweep as SIGTERM would (signal
+            handlers belong to the main thread).
 
     Returns:
         What was done, skipped, failed (with reasons) or preempted.
@@ -317,7 +325,7 @@ def run_sweep(
     store = store if isinstance(store, Store) else Store(store or root / "nettle.db")
     opts = {"gpus": gpus, "slots": slots, "retries": retries, "mem_limit_gb": mem_limit_gb}
     opts |= {"grace": grace, "poll": poll, "command": command or default_command}
-    opts["progress"], opts["source"] = progress, source
+    opts["progress"], opts["source"], opts["stop"] = progress, source, stop
     sched = _Scheduler(plan, store, root, **opts)
     handlers = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
