@@ -104,7 +104,11 @@ def plot_interpolation_grid(
     probs = grid.outputs.softmax(-1)
     conf, pred = probs.max(-1)
     panels = 3 if channel is None else 4
-    fig = Figure(figsize=(3.2 * panels, 3.6), layout="constrained")
+    fig = Figure(figsize=(3.2 * panels, 3.6))
+    w_in, h_in = fig.get_size_inches()  # fixed margins: the layout engine costs two draws
+    fig.subplots_adjust(
+        left=0.5 / w_in, right=1 - 0.1 / w_in, bottom=0.6 / h_in, top=1 - 0.75 / h_in, wspace=0.45
+    )
     axes = fig.subplots(1, panels)
     s = len(grid.alphas)
     corners = torch.cat(

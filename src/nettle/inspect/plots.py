@@ -143,7 +143,12 @@ def plot_weights(model: nn.Module, max_layers: int = 12, bins: int = 40) -> Figu
     ][:max_layers]
     if not layers:
         raise ValueError("the model has no conv or linear layer with weights")
-    fig = Figure(figsize=(8.0, 1.6 * len(layers) + 0.6), layout="constrained")
+    fig = Figure(figsize=(8.0, 1.6 * len(layers) + 0.6))
+    w_in, h_in = fig.get_size_inches()  # fixed margins: the layout engine costs two draws
+    fig.subplots_adjust(
+        left=0.9 / w_in, right=1 - 0.15 / w_in, bottom=0.45 / h_in, top=1 - 0.55 / h_in,
+        wspace=0.25, hspace=0.75,
+    )  # fmt: skip
     axes = fig.subplots(len(layers), 2, squeeze=False)
     for (name, m), (ax_w, ax_b) in zip(layers, axes):
         w = m.weight.detach().float().cpu().flatten()
