@@ -90,3 +90,17 @@ def test_trainer_records_test_top5_over_five_classes(tmp_path, classes):
     expected = evaluate(model, data)["top5"]
     assert epochs[-1]["test_top5"] == summary["final"]["test_top5"] == expected
     assert "test_top5" in epochs[0]
+
+
+def test_evaluation_gives_every_submodule_its_own_mode_back():
+    # fine-tuning with a frozen BatchNorm: the model trains, its BatchNorm stays in eval mode
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3))
+    model.train()
+    model[1].eval()
+    stats = model[1].running_mean.clone()
+    data = TensorDataset(torch.rand(10, 1, 4, 4), torch.randint(0, 3, (10,)))
+    result = evaluate(model, data, batch_size=4)
+    assert model.training and model[0].training and not model[1].training
+    assert torch.equal(model[1].running_mean, stats)
+    assert 0.0 <= result["acc"] <= 1.0 and result["loss"] > 0  # evaluated, in eval mode

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nettle.nn.modes import eval_mode
+
 __all__ = ["ensemble_accuracy", "ensemble_predict", "load_snapshots"]
 
 
@@ -24,16 +26,14 @@ def ensemble_predict(
         raise ValueError("an ensemble needs at least one model")
     total = None
     for model in models:
-        was = model.training
-        model.eval()
         dev = next(model.parameters()).device
-        probs = torch.cat(
-            [
-                model(x[i : i + batch_size].to(dev)).softmax(1).cpu()
-                for i in range(0, len(x), batch_size)
-            ]
-        )
-        model.train(was)
+        with eval_mode(model):
+            probs = torch.cat(
+                [
+                    model(x[i : i + batch_size].to(dev)).softmax(1).cpu()
+                    for i in range(0, len(x), batch_size)
+                ]
+            )
         total = probs if total is None else total + probs
     return total / len(models)
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from nettle.config import ConfigError
 from nettle.files import atomic_write
+from nettle.nn.modes import eval_mode
 from nettle.train.distributed import is_distributed, rank, reduce_sums, world_size
 from nettle.train.objectives import ClassificationMetric, EvalMetric
 from nettle.train.sampler import iterate_batches
@@ -149,19 +150,15 @@ def evaluate(
     and the metric's additive `sums` are added over the ranks: the result is that of the whole
     of `data`."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     metric = metric if metric is not None else ClassificationMetric()
     metric.reset()
     shard = distributed and is_distributed()
     if shard and not isinstance(getattr(metric, "sums", None), dict):
         raise TypeError(f"{type(metric).__name__}: a distributed evaluation needs `sums`")
     order = torch.arange(rank(), len(data), world_size()) if shard else torch.arange(len(data))
-    try:
+    with eval_mode(model):  # every submodule gets its own flag back (a frozen BN stays so)
         for x, y in iterate_batches(data, order, batch_size, device):
             metric.update(model(x), y)
-    finally:
-        model.train(was_training)
     if shard:
         metric.sums = reduce_sums(metric.sums, device)  # type: ignore[attr-defined]
     return metric.compute()
