@@ -67,14 +67,15 @@ def _rows(
     return rows
 
 
-def _inference_form(model: nn.Module, data: Any, seed: int) -> nn.Module:
+def _inference_form(model: nn.Module, data: Any, seed: int) -> tuple[nn.Module, bool]:
     """`model`'s inference copy (`nettle.nn.inference`) unless it is randomised (tracing
-    would freeze Python-level randomness); the same function up to rounding."""
+    would freeze Python-level randomness): the same function up to rounding; and whether it
+    is randomised (two passes over the first 16 examples differ)."""
     x, _ = next(iter(batches(data, 16)))
     x = x.to(next(model.parameters()).device)
     if is_randomised(model, x, seed):
-        return model
-    return inference_copy(model, x)
+        return model, True
+    return inference_copy(model, x), False
 
 
 def evaluate_robustness(
@@ -121,12 +122,12 @@ def evaluate_robustness(
     """
     attacks = with_preset(attacks, preset)
     objective = objective or classification()
-    model = _inference_form(model, data, seed)
+    model, randomised = _inference_form(model, data, seed)
     if not per_attack:
         if surrogate is not None:
             raise ValueError("transfer attacks (surrogate=) need per_attack=True")
         return _worst_case_by_bisection(
-            model, data, attacks, eps_list, batch_size, seed, checks, objective
+            model, data, attacks, eps_list, batch_size, seed, checks, objective, randomised
         )
     eps = sorted(float(e) for e in eps_list)
     ev = Evaluation(
@@ -156,7 +157,7 @@ def evaluate_robustness(
         attacked=ev.attacked,
         error_name=objective.error_name,
         clean_error=clean_err[0] / max(clean_err[1], 1.0) if objective.errors else None,
-        randomised=is_randomised(model, x_all[:16].to(ev.dev), seed),
+        randomised=randomised,
         objective=objective.name,
     )
     ev.fill(result, thresholds)
@@ -195,6 +196,7 @@ def _worst_case_by_bisection(
     seed: int,
     checks: bool,
     objective: Objective,
+    randomised: bool,
 ) -> RobustnessResult:
     """Worst-case robust accuracy at every epsilon, with a bisection per example."""
     eps = sorted(float(e) for e in eps_list)
@@ -234,6 +236,6 @@ def _worst_case_by_bisection(
         objective=objective.name,
     )
     x_all, y_all = torch.cat(xs), torch.cat(ys)
-    result.randomised = is_randomised(model, x_all[:16].to(ev.dev), seed)
+    result.randomised = randomised
     result.warnings = _checks(model, x_all, y_all, result, attacks, seed, objective, checks)
     return result
