@@ -88,3 +88,13 @@ def test_untraceable_models_are_copied_channels_last_with_their_batchnorm():
     assert branchy.conv.weight.is_contiguous()  # the model keeps its layout
     branchy.eval()
     assert torch.allclose(fast(x), branchy(x), atol=1e-6)
+
+
+def test_a_model_with_nothing_to_fold_is_copied_only_when_convolutions_dominate():
+    x = torch.rand(2, 1, 6, 6)
+    convs = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(32, 2))
+    fast = inference_copy(convs, x)  # 648 of the 730 parameters are 4-d
+    assert fast is not convs and fast[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fast(x), convs(x), atol=1e-6)
+    head_heavy = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(32, 200))
+    assert inference_copy(head_heavy, x) is head_heavy  # 18 of 6,620

@@ -15,8 +15,9 @@ repeated evaluations run faster, or the model itself where no faithful copy can 
 On the digits CNN a gradient with respect to the input costs about half as much. The copy is
 checked against the model on `example` (outputs within `tol` of each other, relative to their
 scale); where it disagrees (e.g. forward hooks that tracing does not see), the model itself is
-returned. Where the model cannot be traced, the copy is only channels-last. The model is never
-changed.
+returned. Where the model cannot be traced, the copy is only channels-last; a model with
+nothing to fold whose convolutions hold less than half its weights (a vision transformer's
+patch embedding) is not copied. The model is never changed.
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ def inference_copy(model: nn.Module, example: torch.Tensor, tol: float = 1e-4) -
         tol: largest allowed difference of outputs, relative to the largest output magnitude.
     """
     has_bn = _holds_batchnorm(model)
-    has_4d = any(p.dim() == 4 for p in model.parameters())
-    if not (has_bn or has_4d):
-        return model  # nothing to gain
+    sizes = [(p.numel(), p.dim() == 4) for p in model.parameters()]
+    has_4d = any(four for _, four in sizes)
+    conv_heavy = 2 * sum(n for n, four in sizes if four) >= sum(n for n, _ in sizes)
+    if not (has_bn or conv_heavy):
+        return model  # nothing worth a second copy of the weights
     copied = copy.deepcopy(model).eval()
     fast = _folded(copied) if has_bn else copied
     if has_4d:
