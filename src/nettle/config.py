@@ -542,6 +542,9 @@ class InspectStageConfig(_Strict):
     featurevis: bool = False
     steps: int = Field(512, ge=1)
     max_examples: int | None = Field(None, ge=1)
+    cam_layer: str | None = Field(
+        None, min_length=1, description="Grad-CAM's layer (default: the last nn.Conv2d)"
+    )
 
 
 class DecodeStageConfig(_Strict):

@@ -124,3 +124,18 @@ def test_inspect_cam_layer(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no layer named 'nope'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_the_evaluation_stage_takes_a_cam_layer_and_keeps_earlier_stage_keys(run_dir):
+    from nettle.config import load_config
+    from nettle.experiment.evaluation import _settings, run_stages
+
+    base = load_config(run_dir / "config.yaml").model_dump(mode="json")
+    plain = {"inspect": {"max_examples": 30, "top": 2}}
+    cfg = load_config_dict(base | {"evaluate": plain})
+    assert "cam_layer" not in _settings(cfg)["inspect"]  # an unset option leaves the key as it was
+    chosen = {"inspect": plain["inspect"] | {"cam_layer": "net.stem.0"}}
+    cfg = load_config_dict(base | {"evaluate": chosen})
+    stage = run_stages(run_dir, cfg).inspect
+    page = (run_dir / stage["result"]["folder"] / "index.html").read_text()
+    assert "<dt>Grad-CAM layer</dt><dd>net.stem.0</dd>" in page

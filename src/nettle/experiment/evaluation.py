@@ -148,8 +148,9 @@ def _settings(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     attack = attack_settings(cfg)
     if attack is not None:
         out["attack"] = attack
-    if e.inspect is not None:
-        out["inspect"] = e.inspect.model_dump(mode="json")
+    if e.inspect is not None:  # cam_layer only when set: earlier stage files keep their keys
+        unset = {"cam_layer"} if e.inspect.cam_layer is None else None
+        out["inspect"] = e.inspect.model_dump(mode="json", exclude=unset)
     if e.decode is not None:
         out["decode"] = e.decode.model_dump(mode="json")
     return out
@@ -338,6 +339,7 @@ def _inspect_stage(run_dir: Path, cfg: ExperimentConfig, s: dict[str, Any], d: s
         steps=s["steps"],
         max_examples=s["max_examples"],
         seed=cfg.evaluate.seed,
+        cam_layer=s.get("cam_layer"),
     )
     return {
         "folder": str(out.relative_to(run_dir)),
