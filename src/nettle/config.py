@@ -576,6 +576,12 @@ class EvaluateConfig(_Strict):
     decode: DecodeStageConfig | None = Field(
         None, description="line accuracy and CER of greedy, beam and beam + LM decoding"
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op threads of the stages (default: the training's); e.g. 1 when "
+        "other jobs share the cores once this one has trained",
+    )
 
     @model_validator(mode="after")
     def _attacks_need_eps(self) -> EvaluateConfig:

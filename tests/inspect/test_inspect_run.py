@@ -139,3 +139,20 @@ def test_the_evaluation_stage_takes_a_cam_layer_and_keeps_earlier_stage_keys(run
     stage = run_stages(run_dir, cfg).inspect
     page = (run_dir / stage["result"]["folder"] / "index.html").read_text()
     assert "<dt>Grad-CAM layer</dt><dd>net.stem.0</dd>" in page
+
+
+def test_the_evaluation_stages_run_with_evaluate_threads_then_restore_them(run_dir):
+    from nettle.config import load_config
+    from nettle.experiment.evaluation import run_stages
+
+    base = load_config(run_dir / "config.yaml").model_dump(mode="json")
+    stage = {"inspect": {"max_examples": 20, "top": 1, "layer": "net.stem.0"}, "count": None}
+    stage["threads"] = 1
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        progress = lambda event, info: seen.append((info["kind"], torch.get_num_threads()))  # noqa: E731
+        run_stages(run_dir, load_config_dict(base | {"evaluate": stage}), progress)
+        assert seen == [("inspect", 1)] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

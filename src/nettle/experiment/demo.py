@@ -12,7 +12,9 @@ run store (`<root>/nettle.db`), as a user's sweeps would:
    `DEMO_BETA`): the sweep `demo-students`, run on two CPU slots. The students need only the
    teacher's checkpoint, so they start as soon as the teacher's training has ended (its
    `summary.json` says so), while the teacher's job goes on with its attacks and inspection:
-   one job per model, and no core idles while the teacher is evaluated;
+   one job per model. The teacher trains alone on every core; its evaluation takes one
+   thread (`evaluate.threads`), as each student's job does, so no core idles and none is
+   oversubscribed;
 3. every run's `evaluate:` section counts it (parameters, theoretical and executed
    multiply-adds) and attacks it on the test set (FGSM, PGD, CW at a few epsilons, with the
    masking checks): the ordinary sweep job (`nettle.experiment.job`) runs these stages after
@@ -107,7 +109,8 @@ def demo_spec(
     if teacher is None:
         base = _tree("teacher", epochs, seed)
         inspect = {"featurevis": True, "steps": DEMO_FEATUREVIS_STEPS}
-        base["evaluate"] = evaluate | {"inspect": inspect}
+        # it trains alone on every core, then is evaluated beside two students
+        base["evaluate"] = evaluate | {"inspect": inspect, "threads": 1}
         return {"name": TEACHER_SWEEP, "base": base}
     base = _tree("student", epochs, seed) | {"evaluate": evaluate}
     base["distill"] = {"teacher": str(teacher), "beta": DEMO_BETA}
@@ -285,9 +288,9 @@ def run_demo(
     known = store.get(plan.runs[0].id) or {}
     teacher_dir = Path(known.get("run_dir") or run_dir_of(root, TEACHER_SWEEP, plan.runs[0].id))
     stop = threading.Event()  # the teacher's sweep runs beside; it stops with this thread
-    # one thread per job: the teacher's evaluation shares the cores with two students
+    # one slot: the teacher trains on every core (its evaluation then takes one thread)
     with ThreadPoolExecutor(1) as pool:
-        teacher_sweep = pool.submit(_sweep, plan, Store(root / "nettle.db"), root, 2, notify, stop)
+        teacher_sweep = pool.submit(_sweep, plan, Store(root / "nettle.db"), root, 1, notify, stop)
         try:
             budget = _teacher_params(plan) * BUDGET_FRACTION
             students_plan = _plan(demo_spec(epochs, seed, teacher_dir, budget, evaluate), root)

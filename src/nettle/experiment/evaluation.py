@@ -23,8 +23,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,9 +281,8 @@ def _record(kind: str, settings: dict[str, Any], ckpt: Path, d: str, result: Any
 def run_stages(
     run_dir: str | Path, cfg: ExperimentConfig, progress: Progress | None = None
 ) -> Stages:
-    """Run the missing evaluation stages of a trained run; returns every stage's record."""
-    from nettle.models.build import load_run_model
-
+    """Run the missing evaluation stages of a trained run (with `evaluate.threads` intra-op
+    threads when set); returns every stage's record."""
     run_dir = Path(run_dir)
     emit = progress or (lambda event, info: None)
     settings = _settings(cfg)
@@ -292,24 +292,50 @@ def run_stages(
     d = file_sha256(ckpt)
     missing = {k: s for k, s in settings.items() if _read(_stage_path(run_dir, k, s, d)) is None}
     if missing:
-        model = load_run_model(run_dir, cfg, checkpoint=ckpt)
-        x, y = _test_tensors(cfg.data)
-        (run_dir / EVAL_DIR).mkdir(exist_ok=True)
-        for kind, s in missing.items():
-            emit("stage", {"kind": kind})
-            if kind == "attack":
-                run_attack_stage(run_dir, model, (x, y), s, ckpt, ckpt_sha256=d)
-                continue
-            if kind == "count":
-                result = _count_stage(model, cfg, x)
-            elif kind == "decode":
-                result = _decode_stage(model, cfg, x, y, s)
-            else:
-                result = _inspect_stage(run_dir, cfg, s, d)
-            write_json(_stage_path(run_dir, kind, s, d), _record(kind, s, ckpt, d, result))
+        with intra_op_threads(cfg.evaluate.threads):
+            _run_missing(run_dir, cfg, missing, ckpt, d, emit)
     stages = collect_stages(run_dir, cfg, ckpt_sha256=d)
     assert stages is not None  # every stage was just written
     return stages
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` for the block (unchanged when None), then restored."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_missing(
+    run_dir: Path, cfg: ExperimentConfig, missing: dict[str, Any], ckpt: Path, d: str, emit: Any
+) -> None:
+    """Compute and write the `missing` stages of a trained run."""
+    from nettle.models.build import load_run_model
+
+    model = load_run_model(run_dir, cfg, checkpoint=ckpt)
+    x, y = _test_tensors(cfg.data)
+    (run_dir / EVAL_DIR).mkdir(exist_ok=True)
+    for kind, s in missing.items():
+        emit("stage", {"kind": kind})
+        if kind == "attack":
+            run_attack_stage(run_dir, model, (x, y), s, ckpt, ckpt_sha256=d)
+            continue
+        if kind == "count":
+            result = _count_stage(model, cfg, x)
+        elif kind == "decode":
+            result = _decode_stage(model, cfg, x, y, s)
+        else:
+            result = _inspect_stage(run_dir, cfg, s, d)
+        write_json(_stage_path(run_dir, kind, s, d), _record(kind, s, ckpt, d, result))
 
 
 def _decode_stage(model: Any, cfg: ExperimentConfig, x: Any, y: Any, s: dict[str, Any]) -> Any:
