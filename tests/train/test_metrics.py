@@ -104,3 +104,36 @@ def test_evaluation_gives_every_submodule_its_own_mode_back():
     assert model.training and model[0].training and not model[1].training
     assert torch.equal(model[1].running_mean, stats)
     assert 0.0 <= result["acc"] <= 1.0 and result["loss"] > 0  # evaluated, in eval mode
+
+
+class _Frozen(nn.Module):
+    """A frozen layer plus a trainable parameter that does not change the output."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer.requires_grad_(False)
+        self.idle = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x) + 0.0 * self.idle
+
+
+@pytest.mark.parametrize("limit", [2**22, 50])  # counted at the epoch's end, or every few steps
+def test_training_accuracy_counts_every_prediction_of_the_epoch(tmp_path, monkeypatch, limit):
+    import nettle.train.loop as loop
+
+    monkeypatch.setattr(loop, "_PENDING_LIMIT", limit)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(45, 4, generator=g), torch.arange(45) % 3)
+    torch.manual_seed(0)
+    model = _Frozen(nn.Linear(4, 3))  # the predictions never change: a hand count holds
+    cfg = TrainConfig(epochs=1, device="cpu", tensorboard=False, seed=0)
+    Trainer(model, data, None, cfg, batch_size=8, run_dir=tmp_path).fit()
+    (epoch,) = [
+        r
+        for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+        if r["kind"] == "epoch"
+    ]
+    with torch.no_grad():
+        by_hand = (model(data.tensors[0]).argmax(1) == data.tensors[1]).sum().item()
+    assert 0 < by_hand < 45 and epoch["train_acc"] == by_hand / 45

@@ -85,6 +85,10 @@ from nettle.train.schedules import create_scheduler, schedule_factor
 __all__ = ["Trainer", "build_optimizer", "evaluate", "resolve_device"]
 
 log = logging.getLogger(__name__)
+
+# outputs (elements) that may wait for their correct-prediction count: 16 MB of float32
+_PENDING_LIMIT = 2**22
+
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -168,7 +172,11 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "batch": 0, "best_acc": None}
         self._running = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-        self._correct: list[torch.Tensor] = []  # per-step masks, counted at epoch end
+        # per-step correct masks, or the outputs to take them from: counted together at the
+        # epoch's end (or once `_PENDING_LIMIT` output elements wait), one device read
+        self._correct: list[torch.Tensor] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending_size = 0
         self.metrics = MetricsWriter(self.run_dir, cfg.tensorboard, enabled=self.rank == 0)
         self._tensors: tuple[torch.Tensor, ...] | None = None  # in-memory data, on the device
         after = getattr(self.objective, "after_step", None)
@@ -221,6 +229,8 @@ class Trainer:
         state = dict(ckpt["state"])
         self._running = dict(state.pop("running"))
         self._correct.clear()
+        self._pending.clear()
+        self._pending_size = 0
         self.state = state
         self.phase_totals = dict(ckpt.get("phase_totals", {}))
         self.history = list(ckpt["history"])
@@ -338,8 +348,13 @@ class Trainer:
                 self._update(x, y)
         n = y.shape[0]
         self._running["loss"] += loss * n
-        correct = out.correct if out.correct is not None else out.logits.detach().argmax(1) == y
-        self._correct.append(correct)  # no device read per step: `_tally` counts them
+        if out.correct is not None:
+            self._correct.append(out.correct)  # no device read per step: `_tally` counts them
+        else:  # the argmax too waits, for one over many steps' outputs
+            self._pending.append((out.logits.detach(), y))
+            self._pending_size += out.logits.numel()
+            if self._pending_size > _PENDING_LIMIT:
+                self._take_pending()
         self._running["seen"] += n
         self.state["step"] += 1
         self.state["batch"] += int(last_replay)
@@ -395,9 +410,23 @@ class Trainer:
         if self._after_step is not None:
             self._after_step(self.model)
 
+    def _take_pending(self) -> None:
+        """The correct masks of the waiting outputs: one argmax where their shapes agree."""
+        if not self._pending:
+            return
+        if len({logits.shape[1:] for logits, _ in self._pending}) == 1:
+            logits = torch.cat([logits for logits, _ in self._pending])
+            labels = torch.cat([y for _, y in self._pending])
+            self._correct.append(logits.argmax(1) == labels)
+        else:
+            self._correct.extend(logits.argmax(1) == y for logits, y in self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+
     def _tally(self) -> dict[str, Any]:
         """The running sums, with the correct predictions of the steps since the last call
         counted (one device read for all of them)."""
+        self._take_pending()
         if self._correct:
             masks = [c.reshape(-1) for c in self._correct]
             self._running["correct"] += int(torch.cat(masks).sum())
