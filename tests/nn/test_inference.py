@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -98,3 +100,16 @@ def test_a_model_with_nothing_to_fold_is_copied_only_when_convolutions_dominate(
     assert torch.allclose(fast(x), convs(x), atol=1e-6)
     head_heavy = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(32, 200))
     assert inference_copy(head_heavy, x) is head_heavy  # 18 of 6,620
+
+
+class _Uncopyable(nn.Sequential):
+    """A conv net holding a lock, which deepcopy refuses."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
+        self.lock = threading.Lock()
+
+
+def test_a_model_that_cannot_be_copied_is_evaluated_as_it_is():
+    model = _Uncopyable()
+    assert inference_copy(model, torch.rand(2, 1, 6, 6)) is model

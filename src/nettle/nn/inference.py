@@ -74,7 +74,11 @@ def inference_copy(model: nn.Module, example: torch.Tensor, tol: float = 1e-4) -
     conv_heavy = 2 * sum(n for n, four in sizes if four) >= sum(n for n, _ in sizes)
     if not (has_bn or conv_heavy):
         return model  # nothing worth a second copy of the weights
-    copied = copy.deepcopy(model).eval()
+    try:
+        copied = copy.deepcopy(model).eval()
+    except Exception as exc:  # e.g. a module holding a lock or an open file
+        log.debug("inference copy skipped: the model cannot be copied: %s", exc)
+        return model
     fast = _folded(copied) if has_bn else copied
     if has_4d:
         fast = fast.to(memory_format=torch.channels_last)
