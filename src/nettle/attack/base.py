@@ -50,7 +50,7 @@ from torch import nn
 
 from nettle.attack.eot import seeded_randomness
 from nettle.attack.objectives import cross_entropy, margin_loss, misclassified
-from nettle.nn.modes import eval_mode
+from nettle.nn.modes import eval_mode, model_device
 from nettle.registry import Registry
 
 __all__ = [
@@ -124,12 +124,6 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     if norm == "linf":
         return delta.clamp(-eps, eps)
     return delta * torch.clamp(eps / (per_example_norm(delta, "l2") + 1e-12), max=1.0)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 class Attack:
@@ -218,7 +212,7 @@ class Attack:
     @property
     def device(self) -> torch.device:
         """The model's device, where the attack runs."""
-        return _model_device(self.model)
+        return model_device(self.model)
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None

@@ -40,6 +40,7 @@ from nettle.attack.objectives import Objective, classification
 from nettle.attack.result import RobustnessResult, format_robustness
 from nettle.attack.tally import Evaluation, Row, batches, mean_of, with_eps
 from nettle.nn.inference import inference_copy
+from nettle.nn.modes import model_device
 
 __all__ = [
     "THRESHOLDS",
@@ -72,7 +73,7 @@ def _inference_form(model: nn.Module, data: Any, seed: int) -> tuple[nn.Module, 
     would freeze Python-level randomness): the same function up to rounding; and whether it
     is randomised (two passes over the first 16 examples differ)."""
     x, _ = next(iter(batches(data, 16)))
-    x = x.to(next(model.parameters()).device)
+    x = x.to(model_device(model))
     if is_randomised(model, x, seed):
         return model, True
     return inference_copy(model, x), False

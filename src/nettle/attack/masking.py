@@ -30,6 +30,7 @@ from nettle.attack.base import ATTACKS, create_attack, eval_mode
 from nettle.attack.eot import seeded_randomness
 from nettle.attack.objectives import Objective, classification
 from nettle.attack.result import RobustnessResult
+from nettle.nn.modes import model_device
 
 __all__ = ["TRANSFER", "is_randomised", "masking_checks", "randomness_warning"]
 
@@ -124,7 +125,7 @@ def masking_checks(
     if objective.name != "classification":
         extra |= {"loss_fn": objective.loss_fn, "success_fn": objective.success_fn}
     warnings: list[str] = []
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     with torch.no_grad(), eval_mode(model):
         keep = (~objective.success_fn(model(x.to(dev)), y.to(dev))).cpu()
     x, y = x[keep], y[keep]

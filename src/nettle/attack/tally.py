@@ -16,6 +16,7 @@ from nettle.attack.base import ATTACKS, AttackResult, create_attack, eval_mode
 from nettle.attack.eot import seeded_randomness
 from nettle.attack.objectives import Objective
 from nettle.attack.result import RobustnessResult
+from nettle.nn.modes import model_device
 
 __all__ = ["Batch", "Evaluation", "Row", "batches", "has_eps", "mean_of", "spread_of", "with_eps"]
 
@@ -32,10 +33,6 @@ def batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Te
     from torch.utils.data import DataLoader
 
     yield from DataLoader(data, batch_size=batch_size)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _sync(*devices: torch.device) -> None:
@@ -94,7 +91,7 @@ class Evaluation:
     ) -> None:
         self.model, self.rows, self.objective = model, rows, objective
         self.seed, self.recheck, self.progress = seed, recheck, progress
-        self.dev = _device(model)
+        self.dev = model_device(model)
         self.kw = {}
         if objective.name != "classification":
             self.kw = {"loss_fn": objective.loss_fn, "success_fn": objective.success_fn}
@@ -137,7 +134,7 @@ class Evaluation:
         """Run `row`'s attack on the examples `idx` at `eps`; its cost goes to the row at `at`."""
         opts = with_eps(row.attack, row.options, eps) if eps is not None else dict(row.options)
         attack = create_attack(row.attack, row.source, seed=self.seed, **self.kw, **opts)
-        devs = {self.dev, _device(row.source)}
+        devs = {self.dev, model_device(row.source)}
         _sync(*devs)
         t0 = time.perf_counter()
         res = attack(b.x[idx], b.y[idx])

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nettle.nn.modes import eval_mode
+from nettle.nn.modes import eval_mode, model_device
 
 __all__ = [
     "LayerStats",
@@ -45,13 +45,6 @@ def get_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"no layer named {name!r} in the model{hint}")
     return {n: table[n] for n in names}
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a stateless model)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def iter_batches(data: Any, batch_size: int) -> Iterator[torch.Tensor]:

@@ -1,14 +1,23 @@
 """Train/eval flags of a module tree: `eval_mode`, the one way to evaluate a model and give
-every submodule back its own flag (a frozen BatchNorm inside a training model stays frozen)."""
+every submodule back its own flag (a frozen BatchNorm inside a training model stays frozen);
+and `model_device`, where a model's tensors live."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
-__all__ = ["eval_mode"]
+__all__ = ["eval_mode", "model_device"]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a stateless model)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 @contextmanager
