@@ -7,7 +7,7 @@ run store (`<root>/nettle.db`), as a user's sweeps would:
    `evaluate:` also inspects it (first-layer filters, top patches of two channels, a feature
    visualisation, the training history);
 2. two students (low rank, hashed) with `model.budget: {params: N}`, a quarter of the
-   teacher's parameters (counted on its config), solved when the sweep is planned (while the
+   teacher's parameters (counted on its config, as `nettle sweep plan` does), solved when the sweep is planned (while the
    teacher trains), distilled from the teacher's run dir (attention transfer, beta 50: see
    `DEMO_BETA`): the sweep `demo-students`, run on two CPU slots. The students need only the
    teacher's checkpoint, so they start as soon as the teacher's training has ended (its
@@ -157,24 +157,15 @@ def _sweep(
 
 
 def _wait_trained(run_dir: Path, sweep: Future) -> None:
-    """Return once the run in `run_dir` has finished training (its `summary.json` says
-    "done"), or its sweep has ended (re-raising the sweep's DemoError)."""
-    path = run_dir / "summary.json"
+    """Return once the run in `run_dir` has finished training (its `summary.json`, replaced
+    atomically, says "done"), or its sweep has ended (re-raising the sweep's DemoError)."""
+    from nettle.experiment.worker import read_summary
+
     while not sweep.done():
-        try:
-            if json.loads(path.read_text()).get("status") == "done":
-                return
-        except (OSError, ValueError):
-            pass  # not written yet (it is replaced atomically, never read half-written)
+        if (read_summary(run_dir) or {}).get("status") == "done":
+            return
         time.sleep(0.05)
     sweep.result()
-
-
-def _teacher_params(plan: Any) -> int:
-    from nettle.models.build import build_model
-
-    model = build_model(plan.runs[0].config, pretrained=False)
-    return sum(p.numel() for p in model.parameters())
 
 
 def _inspection(teacher_dir: Path, cfg: Any) -> Any:
@@ -261,6 +252,7 @@ def run_demo(
     """
     from nettle.experiment.record import run_dir_of
     from nettle.experiment.report import REPORT_FILES
+    from nettle.experiment.resolve import plan_cost
     from nettle.experiment.store import Store
     from nettle.experiment.store_report import records_from_rows, report_from_store
     from nettle.files import OutputFolder, claim_outputs
@@ -292,7 +284,7 @@ def run_demo(
     with ThreadPoolExecutor(1) as pool:
         teacher_sweep = pool.submit(_sweep, plan, Store(root / "nettle.db"), root, 1, notify, stop)
         try:
-            budget = _teacher_params(plan) * BUDGET_FRACTION
+            budget = plan_cost(plan.runs[0].config)["params"] * BUDGET_FRACTION
             students_plan = _plan(demo_spec(epochs, seed, teacher_dir, budget, evaluate), root)
             _wait_trained(teacher_dir, teacher_sweep)
             seconds["teacher training"] = t1 = time.perf_counter() - t0
