@@ -99,16 +99,13 @@ def plot_interpolation_grid(
     activation of `channel` of the recorded layer (when given)."""
     from matplotlib.figure import Figure
 
-    from nettle.inspect.plots import _show
+    from nettle.inspect.plots import _show, fixed_margins
 
     probs = grid.outputs.softmax(-1)
     conf, pred = probs.max(-1)
     panels = 3 if channel is None else 4
     fig = Figure(figsize=(3.2 * panels, 3.6))
-    w_in, h_in = fig.get_size_inches()  # fixed margins: the layout engine costs two draws
-    fig.subplots_adjust(
-        left=0.5 / w_in, right=1 - 0.1 / w_in, bottom=0.6 / h_in, top=1 - 0.75 / h_in, wspace=0.45
-    )
+    fixed_margins(fig, top=0.75, left=0.5, bottom=0.6, wspace=0.45)
     axes = fig.subplots(1, panels)
     s = len(grid.alphas)
     corners = torch.cat(

@@ -23,6 +23,7 @@ from nettle.inspect.featurevis import FeatureVis
 from nettle.inspect.probes import AugmentationEffect, Probabilities, TopPatches
 
 __all__ = [
+    "fixed_margins",
     "plot_accuracy_vs_eps",
     "plot_augmentation_effect",
     "plot_feature_maps",
@@ -88,12 +89,22 @@ def _mosaic_row(ax: Axes, images: torch.Tensor, labels: Sequence[str] = (), **kw
     return ax.imshow(_mosaic(images).numpy(), interpolation="nearest", **kw)
 
 
-def _grid_layout(fig: Figure, top: float, left: float, hspace: float) -> None:
-    """Fixed margins (inches: `top` for the suptitle, `left` for row labels) and gaps for a
-    grid of small images: the constrained layout engine costs more than drawing them."""
+def fixed_margins(
+    fig: Figure,
+    *,
+    top: float,
+    left: float,
+    right: float = 0.1,
+    bottom: float = 0.1,
+    wspace: float = 0.15,
+    hspace: float = 0.2,
+) -> None:
+    """Margins in inches (`top` for the suptitle, `left` for row labels) and gaps between
+    axes (fractions of an axes), instead of the constrained layout engine, which costs two
+    more draws than the figures it lays out."""
     w, h = fig.get_size_inches()
     fig.subplots_adjust(
-        left=left / w, right=1 - 0.1 / w, bottom=0.1 / h, top=1 - top / h, wspace=0.15,
+        left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace,
         hspace=hspace,
     )  # fmt: skip
 
@@ -103,7 +114,7 @@ def _images(
 ) -> Figure:
     rows, cols = _grid(len(images), max_cols)
     fig = Figure(figsize=(1.3 * cols + 0.4, 1.4 * rows + 0.6))
-    _grid_layout(fig, top=0.6, left=0.2, hspace=0.45)
+    fixed_margins(fig, top=0.6, left=0.2, hspace=0.45)
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for ax, img, title in zip(axes, images, titles):
         _show(ax, img, title)
@@ -144,11 +155,7 @@ def plot_weights(model: nn.Module, max_layers: int = 12, bins: int = 40) -> Figu
     if not layers:
         raise ValueError("the model has no conv or linear layer with weights")
     fig = Figure(figsize=(8.0, 1.6 * len(layers) + 0.6))
-    w_in, h_in = fig.get_size_inches()  # fixed margins: the layout engine costs two draws
-    fig.subplots_adjust(
-        left=0.9 / w_in, right=1 - 0.15 / w_in, bottom=0.45 / h_in, top=1 - 0.55 / h_in,
-        wspace=0.25, hspace=0.75,
-    )  # fmt: skip
+    fixed_margins(fig, top=0.55, left=0.9, right=0.15, bottom=0.45, wspace=0.25, hspace=0.75)
     axes = fig.subplots(len(layers), 2, squeeze=False)
     for (name, m), (ax_w, ax_b) in zip(layers, axes):
         w = m.weight.detach().float().cpu().flatten()
@@ -343,7 +350,7 @@ def plot_top_patches(result: TopPatches, max_cols: int = 8) -> Figure:
     r_patch = max(aspect(r.height, r.width) for r in result.rects)
     height = blocks * (1.4 * (r_in + r_patch) + 0.7) + 0.5
     fig = Figure(figsize=(1.5 * cols + 0.6, height))
-    _grid_layout(fig, top=0.5, left=0.45, hspace=0.5)
+    fixed_margins(fig, top=0.5, left=0.45, hspace=0.5)
     axes = fig.subplots(2 * blocks, cols, squeeze=False, height_ratios=[r_in, r_patch] * blocks)
     for j in range(blocks * cols):
         top, bottom = axes[2 * (j // cols)][j % cols], axes[2 * (j // cols) + 1][j % cols]
