@@ -6,15 +6,18 @@ from nettle.config import load_config_dict
 from nettle.experiment.run import run_experiment
 
 
+def _trained_run(run_dir: Path, epochs: int) -> None:
+    """A small simple-cnn (width 8) trained on the digits into `run_dir`."""
+    tree = {
+        "name": "t",
+        "model": {"name": "simple-cnn", "kwargs": {"width": 8}},
+        "train": {"epochs": epochs, "device": "cpu", "tensorboard": False},
+    }
+    run_experiment(load_config_dict(tree), run_dir)
+
+
 def test_attack_a_run_dir(tmp_path, capsys):
-    cfg = load_config_dict(
-        {
-            "name": "t",
-            "model": {"name": "simple-cnn", "kwargs": {"width": 8}},
-            "train": {"epochs": 2, "device": "cpu", "tensorboard": False},
-        }
-    )
-    run_experiment(cfg, tmp_path / "run")
+    _trained_run(tmp_path / "run", epochs=2)
     code = main(
         [
             "attack",
@@ -61,14 +64,7 @@ def test_attack_a_run_dir(tmp_path, capsys):
 
 
 def test_attack_with_a_surrogate_adds_transfer_rows(tmp_path, capsys):
-    cfg = load_config_dict(
-        {
-            "name": "t",
-            "model": {"name": "simple-cnn", "kwargs": {"width": 8}},
-            "train": {"epochs": 1, "device": "cpu", "tensorboard": False},
-        }
-    )
-    run_experiment(cfg, tmp_path / "run")
+    _trained_run(tmp_path / "run", epochs=1)
     ckpt = next((tmp_path / "run" / "checkpoints").glob("*.pt"))
     argv = ["attack", str(tmp_path / "run"), "--attacks", "pgd", "--eps", "0.1", "--limit", "32"]
     assert main([*argv, "--set", "pgd.random_start=false", "--surrogate", str(ckpt), "--json"]) == 0
