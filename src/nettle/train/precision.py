@@ -74,10 +74,11 @@ def _cuda_bf16(device: torch.device) -> bool:
 
 def autocast(precision: str, device: torch.device | str) -> AbstractContextManager[Any]:
     """The autocast context of `precision` on `device` (a no-op for fp32)."""
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return _NO_AUTOCAST
-    return torch.autocast(torch.device(device).type, dtype=dtype)
+    return _autocast(PRECISIONS[precision], torch.device(device))
+
+
+def _autocast(dtype: torch.dtype | None, device: torch.device) -> AbstractContextManager[Any]:
+    return _NO_AUTOCAST if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 class MixedPrecision:
@@ -102,10 +103,9 @@ class MixedPrecision:
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
 
     def autocast(self) -> AbstractContextManager[Any]:
-        """The context the objective (and evaluation) runs in."""
-        if self.dtype is None:
-            return _NO_AUTOCAST
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        """The context the objective (and evaluation) runs in (every step: the dtype and
+        device are resolved once, in `__init__`)."""
+        return _autocast(self.dtype, self.device)
 
     def backward(self, loss: torch.Tensor) -> None:
         """`loss.backward()`, of the scaled loss when a scaler is in use."""
